@@ -1,0 +1,68 @@
+// Package requestid carries a request id through a call graph: servers take
+// it from the incoming "x-request-id" header or make one, clients send it on,
+// and logs print it. It is safe for concurrent use.
+package requestid
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+
+	"google.golang.org/grpc/metadata"
+)
+
+// Header is the metadata key (and HTTP header) that carries the id.
+const Header = "x-request-id"
+
+// MaxLen bounds an id taken from a caller; longer or malformed ids are
+// replaced with a fresh one.
+const MaxLen = 128
+
+type ctxKey struct{}
+
+// NewContext returns ctx carrying id.
+func NewContext(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+// FromContext returns the id carried by ctx, or "" when there is none.
+func FromContext(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+// New returns a fresh random id: 32 hex characters.
+func New() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
+	return hex.EncodeToString(b[:])
+}
+
+// FromIncoming returns the id in the incoming metadata of ctx if it is
+// present and well formed, else a fresh one.
+func FromIncoming(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(Header); len(v) > 0 && Valid(v[0]) {
+			return v[0]
+		}
+	}
+	return New()
+}
+
+// Valid reports whether id is acceptable from a caller: 1 to MaxLen
+// characters of letters, digits, '-', '_', '.' and ':'.
+func Valid(id string) bool {
+	if id == "" || len(id) > MaxLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
