@@ -251,14 +251,28 @@ func (ic *interceptors) stream(ctx context.Context, desc *grpc.StreamDesc, cc *g
 		return nil, err
 	}
 	if cancel != nil {
-		// The derived context must live as long as the stream; grpc ends
-		// the stream when its context ends, so release it with the stream.
-		go func() {
-			<-cs.Context().Done()
-			cancel()
-		}()
+		// The derived context must live as long as the stream. Watching
+		// cs.Context() would commit the call and stop grpc's retries, so
+		// release it when the stream reports its end instead; a stream
+		// abandoned unread is released at its deadline.
+		return &cancelOnEnd{ClientStream: cs, cancel: cancel}, nil
 	}
 	return cs, nil
+}
+
+// cancelOnEnd releases a stream's derived context once RecvMsg reports the
+// end of the stream.
+type cancelOnEnd struct {
+	grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+func (s *cancelOnEnd) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil {
+		s.cancel()
+	}
+	return err
 }
 
 func (ic *interceptors) openError() error {

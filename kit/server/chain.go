@@ -38,14 +38,16 @@ type chain struct {
 func (c *chain) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id := requestid.FromIncoming(ctx)
 	ctx = requestid.NewContext(ctx, id)
-	_ = grpc.SetHeader(ctx, metadata.Pairs(requestid.Header, id)) // fails only if headers were sent
+	// In the trailer, not the header: a response header commits the call,
+	// and grpc would no longer retry it transparently.
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(requestid.Header, id))
 	return handler(ctx, req)
 }
 
 func (c *chain) streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	id := requestid.FromIncoming(ctx)
-	_ = ss.SetHeader(metadata.Pairs(requestid.Header, id))
+	ss.SetTrailer(metadata.Pairs(requestid.Header, id))
 	return handler(srv, &serverStream{ServerStream: ss, ctx: requestid.NewContext(ctx, id)})
 }
 

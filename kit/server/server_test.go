@@ -31,13 +31,13 @@ func TestNewRequiresTransportSecurityChoice(t *testing.T) {
 
 func TestPanicBecomesInternalAndServerKeepsServing(t *testing.T) {
 	f := &fakeGreeter{
-		sayHello: func(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+		SayHelloFunc: func(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 			if req.GetName() == "boom" {
 				panic("secret-internal-detail")
 			}
 			return &greeterv1.SayHelloResponse{Message: "ok"}, nil
 		},
-		chat: func(greeterv1.Greeter_ChatServer) error { panic("secret-internal-detail") },
+		ChatFunc: func(greeterv1.Greeter_ChatServer) error { panic("secret-internal-detail") },
 	}
 	_, addr := start(t, f)
 	c, _ := dial(t, addr)
@@ -132,9 +132,9 @@ func TestServeRefusesMethodsWithoutValidationRules(t *testing.T) {
 	}
 }
 
-func TestRequestIDIsEchoedAndMadeWhenMissing(t *testing.T) {
+func TestRequestIDIsEchoedInTrailerAndMadeWhenMissing(t *testing.T) {
 	var seen atomic.Value
-	f := &fakeGreeter{sayHello: func(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	f := &fakeGreeter{SayHelloFunc: func(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 		seen.Store(requestid.FromContext(ctx))
 		return &greeterv1.SayHelloResponse{}, nil
 	}}
@@ -155,7 +155,7 @@ func TestRequestIDIsEchoedAndMadeWhenMissing(t *testing.T) {
 			ctx = metadata.AppendToOutgoingContext(ctx, requestid.Header, tt.sent)
 		}
 		var hdr metadata.MD
-		if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "a"}, grpc.Header(&hdr)); err != nil {
+		if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "a"}, grpc.Trailer(&hdr)); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := seen.Load().(string)
@@ -163,14 +163,14 @@ func TestRequestIDIsEchoedAndMadeWhenMissing(t *testing.T) {
 			t.Errorf("%s: handler saw request id %q", tt.name, got)
 		}
 		if h := hdr.Get(requestid.Header); len(h) != 1 || h[0] != got {
-			t.Errorf("%s: response header %v, want [%s]", tt.name, h, got)
+			t.Errorf("%s: response trailer %v, want [%s]", tt.name, h, got)
 		}
 	}
 }
 
 func TestDeadlinePolicy(t *testing.T) {
 	remaining := make(chan time.Duration, 1)
-	f := &fakeGreeter{sayHello: func(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	f := &fakeGreeter{SayHelloFunc: func(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 		d, ok := ctx.Deadline()
 		if !ok {
 			remaining <- -1
@@ -217,7 +217,7 @@ func TestDeadlinePolicy(t *testing.T) {
 func TestHooksRunOncePerCallAndStream(t *testing.T) {
 	var authn, authz, limit atomic.Int32
 	type key struct{}
-	f := &fakeGreeter{chat: func(stream greeterv1.Greeter_ChatServer) error {
+	f := &fakeGreeter{ChatFunc: func(stream greeterv1.Greeter_ChatServer) error {
 		if stream.Context().Value(key{}) != "alice" {
 			return errors.New("identity missing from stream context")
 		}

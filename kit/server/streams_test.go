@@ -28,7 +28,7 @@ import (
 
 func TestStreamIdleTimeoutEndsWithClearStatus(t *testing.T) {
 	handlerDone := make(chan error, 1)
-	f := &fakeGreeter{chat: func(stream greeterv1.Greeter_ChatServer) error {
+	f := &fakeGreeter{ChatFunc: func(stream greeterv1.Greeter_ChatServer) error {
 		_, err := stream.Recv() // blocks: the client never sends
 		handlerDone <- err
 		return err
@@ -101,7 +101,7 @@ func TestStreamMaxLifetime(t *testing.T) {
 
 func TestSlowReaderBlocksWriterInsteadOfBuffering(t *testing.T) {
 	var sent atomic.Int32
-	f := &fakeGreeter{streamGreetings: func(req *greeterv1.StreamGreetingsRequest, stream greeterv1.Greeter_StreamGreetingsServer) error {
+	f := &fakeGreeter{StreamGreetingsFunc: func(req *greeterv1.StreamGreetingsRequest, stream greeterv1.Greeter_StreamGreetingsServer) error {
 		resp := &greeterv1.StreamGreetingsResponse{Padding: make([]byte, req.GetPaddingBytes())}
 		for i := int32(1); i <= req.GetCount(); i++ {
 			resp.Sequence = i
@@ -150,12 +150,12 @@ func TestGracefulShutdownFinishesInFlightAndRefusesNew(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 2)
 	f := &fakeGreeter{
-		sayHello: func(context.Context, *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+		SayHelloFunc: func(context.Context, *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 			started <- struct{}{}
 			<-release
 			return &greeterv1.SayHelloResponse{Message: "finished"}, nil
 		},
-		streamGreetings: func(_ *greeterv1.StreamGreetingsRequest, stream greeterv1.Greeter_StreamGreetingsServer) error {
+		StreamGreetingsFunc: func(_ *greeterv1.StreamGreetingsRequest, stream greeterv1.Greeter_StreamGreetingsServer) error {
 			started <- struct{}{}
 			<-release
 			for i := int32(1); i <= 3; i++ {

@@ -228,18 +228,31 @@ func TestStreamMetricsLoopback(t *testing.T) {
 	}
 }
 
+// BenchmarkStreamMetricsPerMessage measures one sent and one received
+// message, without a span in the context and with a sampled one (for which
+// the SDK may record exemplars).
 func BenchmarkStreamMetricsPerMessage(b *testing.B) {
-	h, _ := newStreamMetrics(b, SideServer)
-	ctx := h.TagRPC(context.Background(), &stats.RPCTagInfo{FullMethodName: "/pkg.S/Bidi"})
-	h.HandleRPC(ctx, &stats.Begin{IsClientStream: true, IsServerStream: true})
-	out, in := &stats.OutPayload{}, &stats.InPayload{}
-	b.ReportAllocs()
-	for b.Loop() {
-		h.HandleRPC(ctx, out)
-		h.HandleRPC(ctx, in)
+	for _, bc := range []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"no span", context.Background()},
+		{"sampled span", spanContext(b)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h, _ := newStreamMetrics(b, SideServer)
+			ctx := h.TagRPC(bc.ctx, &stats.RPCTagInfo{FullMethodName: "/pkg.S/Bidi"})
+			h.HandleRPC(ctx, &stats.Begin{IsClientStream: true, IsServerStream: true})
+			out, in := &stats.OutPayload{}, &stats.InPayload{}
+			b.ReportAllocs()
+			for b.Loop() {
+				h.HandleRPC(ctx, out)
+				h.HandleRPC(ctx, in)
+			}
+			b.StopTimer()
+			h.HandleRPC(ctx, &stats.End{})
+		})
 	}
-	b.StopTimer()
-	h.HandleRPC(ctx, &stats.End{})
 }
 
 func BenchmarkStreamMetricsPerStream(b *testing.B) {

@@ -587,11 +587,11 @@ const file_switchboard_audit_v1_audit_proto_rawDesc = "" +
 	"\x0frecords_checked\x18\x02 \x01(\x03R\x0erecordsChecked\x12,\n" +
 	"\x12first_bad_sequence\x18\x03 \x01(\x03R\x10firstBadSequence\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1b\n" +
-	"\thead_hash\x18\x05 \x01(\fR\bheadHash2\x86\x02\n" +
-	"\fAuditService\x12P\n" +
-	"\x05Query\x12\".switchboard.audit.v1.QueryRequest\x1a#.switchboard.audit.v1.QueryResponse\x12O\n" +
-	"\x04Tail\x12!.switchboard.audit.v1.TailRequest\x1a\".switchboard.audit.v1.TailResponse0\x01\x12S\n" +
-	"\x06Verify\x12#.switchboard.audit.v1.VerifyRequest\x1a$.switchboard.audit.v1.VerifyResponseB\xe1\x01\n" +
+	"\thead_hash\x18\x05 \x01(\fR\bheadHash2\x95\x02\n" +
+	"\fAuditService\x12U\n" +
+	"\x05Query\x12\".switchboard.audit.v1.QueryRequest\x1a#.switchboard.audit.v1.QueryResponse\"\x03\x90\x02\x01\x12T\n" +
+	"\x04Tail\x12!.switchboard.audit.v1.TailRequest\x1a\".switchboard.audit.v1.TailResponse\"\x03\x90\x02\x010\x01\x12X\n" +
+	"\x06Verify\x12#.switchboard.audit.v1.VerifyRequest\x1a$.switchboard.audit.v1.VerifyResponse\"\x03\x90\x02\x01B\xe1\x01\n" +
 	"\x18com.switchboard.audit.v1B\n" +
 	"AuditProtoP\x01ZGgithub.com/switchboard-rpc/switchboard/gen/switchboard/audit/v1;auditv1\xa2\x02\x03SAX\xaa\x02\x14Switchboard.Audit.V1\xca\x02\x14Switchboard\\Audit\\V1\xe2\x02 Switchboard\\Audit\\V1\\GPBMetadata\xea\x02\x16Switchboard::Audit::V1b\x06proto3"
 

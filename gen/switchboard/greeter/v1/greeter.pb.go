@@ -464,10 +464,10 @@ const file_switchboard_greeter_v1_greeter_proto_rawDesc = "" +
 	"\vChatRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"(\n" +
 	"\fChatResponse\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage2\xa2\x03\n" +
-	"\aGreeter\x12]\n" +
-	"\bSayHello\x12'.switchboard.greeter.v1.SayHelloRequest\x1a(.switchboard.greeter.v1.SayHelloResponse\x12t\n" +
-	"\x0fStreamGreetings\x12..switchboard.greeter.v1.StreamGreetingsRequest\x1a/.switchboard.greeter.v1.StreamGreetingsResponse0\x01\x12k\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage2\xac\x03\n" +
+	"\aGreeter\x12b\n" +
+	"\bSayHello\x12'.switchboard.greeter.v1.SayHelloRequest\x1a(.switchboard.greeter.v1.SayHelloResponse\"\x03\x90\x02\x01\x12y\n" +
+	"\x0fStreamGreetings\x12..switchboard.greeter.v1.StreamGreetingsRequest\x1a/.switchboard.greeter.v1.StreamGreetingsResponse\"\x03\x90\x02\x010\x01\x12k\n" +
 	"\fCollectNames\x12+.switchboard.greeter.v1.CollectNamesRequest\x1a,.switchboard.greeter.v1.CollectNamesResponse(\x01\x12U\n" +
 	"\x04Chat\x12#.switchboard.greeter.v1.ChatRequest\x1a$.switchboard.greeter.v1.ChatResponse(\x010\x01B\xf1\x01\n" +
 	"\x1acom.switchboard.greeter.v1B\fGreeterProtoP\x01ZKgithub.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1;greeterv1\xa2\x02\x03SGX\xaa\x02\x16Switchboard.Greeter.V1\xca\x02\x16Switchboard\\Greeter\\V1\xe2\x02\"Switchboard\\Greeter\\V1\\GPBMetadata\xea\x02\x18Switchboard::Greeter::V1b\x06proto3"

@@ -900,14 +900,14 @@ const file_switchboard_identity_v1_identity_proto_rawDesc = "" +
 	"\x01x\x18\x03 \x01(\tR\x01x\x12\x10\n" +
 	"\x03kid\x18\x04 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03alg\x18\x05 \x01(\tR\x03alg\x12\x10\n" +
-	"\x03use\x18\x06 \x01(\tR\x03use2\xce\x04\n" +
-	"\x0fIdentityService\x12_\n" +
-	"\bRegister\x12(.switchboard.identity.v1.RegisterRequest\x1a).switchboard.identity.v1.RegisterResponse\x12V\n" +
+	"\x03use\x18\x06 \x01(\tR\x03use2\xe2\x04\n" +
+	"\x0fIdentityService\x12d\n" +
+	"\bRegister\x12(.switchboard.identity.v1.RegisterRequest\x1a).switchboard.identity.v1.RegisterResponse\"\x03\x90\x02\x02\x12V\n" +
 	"\x05Login\x12%.switchboard.identity.v1.LoginRequest\x1a&.switchboard.identity.v1.LoginResponse\x12\\\n" +
-	"\aRefresh\x12'.switchboard.identity.v1.RefreshRequest\x1a(.switchboard.identity.v1.RefreshResponse\x12h\n" +
-	"\vRevokeToken\x12+.switchboard.identity.v1.RevokeTokenRequest\x1a,.switchboard.identity.v1.RevokeTokenResponse\x12\\\n" +
-	"\aGetUser\x12'.switchboard.identity.v1.GetUserRequest\x1a(.switchboard.identity.v1.GetUserResponse\x12\\\n" +
-	"\aGetJwks\x12'.switchboard.identity.v1.GetJwksRequest\x1a(.switchboard.identity.v1.GetJwksResponseB\xf9\x01\n" +
+	"\aRefresh\x12'.switchboard.identity.v1.RefreshRequest\x1a(.switchboard.identity.v1.RefreshResponse\x12m\n" +
+	"\vRevokeToken\x12+.switchboard.identity.v1.RevokeTokenRequest\x1a,.switchboard.identity.v1.RevokeTokenResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\aGetUser\x12'.switchboard.identity.v1.GetUserRequest\x1a(.switchboard.identity.v1.GetUserResponse\"\x03\x90\x02\x01\x12a\n" +
+	"\aGetJwks\x12'.switchboard.identity.v1.GetJwksRequest\x1a(.switchboard.identity.v1.GetJwksResponse\"\x03\x90\x02\x01B\xf9\x01\n" +
 	"\x1bcom.switchboard.identity.v1B\rIdentityProtoP\x01ZMgithub.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1;identityv1\xa2\x02\x03SIX\xaa\x02\x17Switchboard.Identity.V1\xca\x02\x17Switchboard\\Identity\\V1\xe2\x02#Switchboard\\Identity\\V1\\GPBMetadata\xea\x02\x19Switchboard::Identity::V1b\x06proto3"
 
 var (

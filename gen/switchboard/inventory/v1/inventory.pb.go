@@ -1334,15 +1334,15 @@ const file_switchboard_inventory_v1_inventory_proto_rawDesc = "" +
 	"\x17RESERVATION_STATUS_HELD\x10\x01\x12 \n" +
 	"\x1cRESERVATION_STATUS_COMMITTED\x10\x02\x12\x1f\n" +
 	"\x1bRESERVATION_STATUS_RELEASED\x10\x03\x12\x1e\n" +
-	"\x1aRESERVATION_STATUS_EXPIRED\x10\x042\xf0\x05\n" +
-	"\x10InventoryService\x12^\n" +
-	"\aGetItem\x12(.switchboard.inventory.v1.GetItemRequest\x1a).switchboard.inventory.v1.GetItemResponse\x12f\n" +
-	"\tListItems\x12*.switchboard.inventory.v1.ListItemsRequest\x1a+.switchboard.inventory.v1.ListItemsResponse0\x01\x12l\n" +
+	"\x1aRESERVATION_STATUS_EXPIRED\x10\x042\x8a\x06\n" +
+	"\x10InventoryService\x12c\n" +
+	"\aGetItem\x12(.switchboard.inventory.v1.GetItemRequest\x1a).switchboard.inventory.v1.GetItemResponse\"\x03\x90\x02\x01\x12k\n" +
+	"\tListItems\x12*.switchboard.inventory.v1.ListItemsRequest\x1a+.switchboard.inventory.v1.ListItemsResponse\"\x03\x90\x02\x010\x01\x12l\n" +
 	"\vRecordItems\x12,.switchboard.inventory.v1.RecordItemsRequest\x1a-.switchboard.inventory.v1.RecordItemsResponse(\x01\x12h\n" +
-	"\tSubscribe\x12*.switchboard.inventory.v1.SubscribeRequest\x1a+.switchboard.inventory.v1.SubscribeResponse(\x010\x01\x12^\n" +
-	"\aReserve\x12(.switchboard.inventory.v1.ReserveRequest\x1a).switchboard.inventory.v1.ReserveResponse\x12^\n" +
-	"\aRelease\x12(.switchboard.inventory.v1.ReleaseRequest\x1a).switchboard.inventory.v1.ReleaseResponse\x12|\n" +
-	"\x11CommitReservation\x122.switchboard.inventory.v1.CommitReservationRequest\x1a3.switchboard.inventory.v1.CommitReservationResponseB\x81\x02\n" +
+	"\tSubscribe\x12*.switchboard.inventory.v1.SubscribeRequest\x1a+.switchboard.inventory.v1.SubscribeResponse(\x010\x01\x12c\n" +
+	"\aReserve\x12(.switchboard.inventory.v1.ReserveRequest\x1a).switchboard.inventory.v1.ReserveResponse\"\x03\x90\x02\x02\x12c\n" +
+	"\aRelease\x12(.switchboard.inventory.v1.ReleaseRequest\x1a).switchboard.inventory.v1.ReleaseResponse\"\x03\x90\x02\x02\x12\x81\x01\n" +
+	"\x11CommitReservation\x122.switchboard.inventory.v1.CommitReservationRequest\x1a3.switchboard.inventory.v1.CommitReservationResponse\"\x03\x90\x02\x02B\x81\x02\n" +
 	"\x1ccom.switchboard.inventory.v1B\x0eInventoryProtoP\x01ZOgithub.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1;inventoryv1\xa2\x02\x03SIX\xaa\x02\x18Switchboard.Inventory.V1\xca\x02\x18Switchboard\\Inventory\\V1\xe2\x02$Switchboard\\Inventory\\V1\\GPBMetadata\xea\x02\x1aSwitchboard::Inventory::V1b\x06proto3"
 
 var (

@@ -364,9 +364,9 @@ const file_switchboard_notify_v1_notify_proto_rawDesc = "" +
 	"\x12NotificationStatus\x12#\n" +
 	"\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18NOTIFICATION_STATUS_SENT\x10\x01\x12\x1e\n" +
-	"\x1aNOTIFICATION_STATUS_FAILED\x10\x022\x87\x01\n" +
-	"\rNotifyService\x12v\n" +
-	"\x11ListNotifications\x12/.switchboard.notify.v1.ListNotificationsRequest\x1a0.switchboard.notify.v1.ListNotificationsResponseB\xe9\x01\n" +
+	"\x1aNOTIFICATION_STATUS_FAILED\x10\x022\x8c\x01\n" +
+	"\rNotifyService\x12{\n" +
+	"\x11ListNotifications\x12/.switchboard.notify.v1.ListNotificationsRequest\x1a0.switchboard.notify.v1.ListNotificationsResponse\"\x03\x90\x02\x01B\xe9\x01\n" +
 	"\x19com.switchboard.notify.v1B\vNotifyProtoP\x01ZIgithub.com/switchboard-rpc/switchboard/gen/switchboard/notify/v1;notifyv1\xa2\x02\x03SNX\xaa\x02\x15Switchboard.Notify.V1\xca\x02\x15Switchboard\\Notify\\V1\xe2\x02!Switchboard\\Notify\\V1\\GPBMetadata\xea\x02\x17Switchboard::Notify::V1b\x06proto3"
 
 var (

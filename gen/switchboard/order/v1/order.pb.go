@@ -876,16 +876,16 @@ const file_switchboard_order_v1_order_proto_rawDesc = "" +
 	"\x14ORDER_STATUS_SHIPPED\x10\x06\x12\x1a\n" +
 	"\x16ORDER_STATUS_DELIVERED\x10\a\x12\x1b\n" +
 	"\x17ORDER_STATUS_CANCELLING\x10\b\x12\x1a\n" +
-	"\x16ORDER_STATUS_CANCELLED\x10\t2\xf2\x03\n" +
-	"\fOrderService\x12_\n" +
+	"\x16ORDER_STATUS_CANCELLED\x10\t2\x8b\x04\n" +
+	"\fOrderService\x12d\n" +
 	"\n" +
-	"PlaceOrder\x12'.switchboard.order.v1.PlaceOrderRequest\x1a(.switchboard.order.v1.PlaceOrderResponse\x12Y\n" +
-	"\bGetOrder\x12%.switchboard.order.v1.GetOrderRequest\x1a&.switchboard.order.v1.GetOrderResponse\x12_\n" +
+	"PlaceOrder\x12'.switchboard.order.v1.PlaceOrderRequest\x1a(.switchboard.order.v1.PlaceOrderResponse\"\x03\x90\x02\x02\x12^\n" +
+	"\bGetOrder\x12%.switchboard.order.v1.GetOrderRequest\x1a&.switchboard.order.v1.GetOrderResponse\"\x03\x90\x02\x01\x12d\n" +
 	"\n" +
-	"ListOrders\x12'.switchboard.order.v1.ListOrdersRequest\x1a(.switchboard.order.v1.ListOrdersResponse\x12b\n" +
-	"\vCancelOrder\x12(.switchboard.order.v1.CancelOrderRequest\x1a).switchboard.order.v1.CancelOrderResponse\x12a\n" +
+	"ListOrders\x12'.switchboard.order.v1.ListOrdersRequest\x1a(.switchboard.order.v1.ListOrdersResponse\"\x03\x90\x02\x01\x12g\n" +
+	"\vCancelOrder\x12(.switchboard.order.v1.CancelOrderRequest\x1a).switchboard.order.v1.CancelOrderResponse\"\x03\x90\x02\x02\x12f\n" +
 	"\n" +
-	"WatchOrder\x12'.switchboard.order.v1.WatchOrderRequest\x1a(.switchboard.order.v1.WatchOrderResponse0\x01B\xe1\x01\n" +
+	"WatchOrder\x12'.switchboard.order.v1.WatchOrderRequest\x1a(.switchboard.order.v1.WatchOrderResponse\"\x03\x90\x02\x010\x01B\xe1\x01\n" +
 	"\x18com.switchboard.order.v1B\n" +
 	"OrderProtoP\x01ZGgithub.com/switchboard-rpc/switchboard/gen/switchboard/order/v1;orderv1\xa2\x02\x03SOX\xaa\x02\x14Switchboard.Order.V1\xca\x02\x14Switchboard\\Order\\V1\xe2\x02 Switchboard\\Order\\V1\\GPBMetadata\xea\x02\x16Switchboard::Order::V1b\x06proto3"
 

@@ -1398,16 +1398,16 @@ const file_switchboard_payment_v1_payment_proto_rawDesc = "" +
 	"\x0fENTRY_KIND_HOLD\x10\x02\x12\x16\n" +
 	"\x12ENTRY_KIND_RELEASE\x10\x03\x12\x16\n" +
 	"\x12ENTRY_KIND_CAPTURE\x10\x04\x12\x15\n" +
-	"\x11ENTRY_KIND_REFUND\x10\x052\xc3\x05\n" +
-	"\x0ePaymentService\x12f\n" +
-	"\vOpenAccount\x12*.switchboard.payment.v1.OpenAccountRequest\x1a+.switchboard.payment.v1.OpenAccountResponse\x12c\n" +
+	"\x11ENTRY_KIND_REFUND\x10\x052\xe6\x05\n" +
+	"\x0ePaymentService\x12k\n" +
+	"\vOpenAccount\x12*.switchboard.payment.v1.OpenAccountRequest\x1a+.switchboard.payment.v1.OpenAccountResponse\"\x03\x90\x02\x02\x12h\n" +
 	"\n" +
-	"GetAccount\x12).switchboard.payment.v1.GetAccountRequest\x1a*.switchboard.payment.v1.GetAccountResponse\x12`\n" +
-	"\tAuthorize\x12(.switchboard.payment.v1.AuthorizeRequest\x1a).switchboard.payment.v1.AuthorizeResponse\x12Z\n" +
-	"\aCapture\x12&.switchboard.payment.v1.CaptureRequest\x1a'.switchboard.payment.v1.CaptureResponse\x12Q\n" +
-	"\x04Void\x12#.switchboard.payment.v1.VoidRequest\x1a$.switchboard.payment.v1.VoidResponse\x12W\n" +
-	"\x06Refund\x12%.switchboard.payment.v1.RefundRequest\x1a&.switchboard.payment.v1.RefundResponse\x12z\n" +
-	"\x11ListLedgerEntries\x120.switchboard.payment.v1.ListLedgerEntriesRequest\x1a1.switchboard.payment.v1.ListLedgerEntriesResponse0\x01B\xf1\x01\n" +
+	"GetAccount\x12).switchboard.payment.v1.GetAccountRequest\x1a*.switchboard.payment.v1.GetAccountResponse\"\x03\x90\x02\x01\x12e\n" +
+	"\tAuthorize\x12(.switchboard.payment.v1.AuthorizeRequest\x1a).switchboard.payment.v1.AuthorizeResponse\"\x03\x90\x02\x02\x12_\n" +
+	"\aCapture\x12&.switchboard.payment.v1.CaptureRequest\x1a'.switchboard.payment.v1.CaptureResponse\"\x03\x90\x02\x02\x12V\n" +
+	"\x04Void\x12#.switchboard.payment.v1.VoidRequest\x1a$.switchboard.payment.v1.VoidResponse\"\x03\x90\x02\x02\x12\\\n" +
+	"\x06Refund\x12%.switchboard.payment.v1.RefundRequest\x1a&.switchboard.payment.v1.RefundResponse\"\x03\x90\x02\x02\x12\x7f\n" +
+	"\x11ListLedgerEntries\x120.switchboard.payment.v1.ListLedgerEntriesRequest\x1a1.switchboard.payment.v1.ListLedgerEntriesResponse\"\x03\x90\x02\x010\x01B\xf1\x01\n" +
 	"\x1acom.switchboard.payment.v1B\fPaymentProtoP\x01ZKgithub.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1;paymentv1\xa2\x02\x03SPX\xaa\x02\x16Switchboard.Payment.V1\xca\x02\x16Switchboard\\Payment\\V1\xe2\x02\"Switchboard\\Payment\\V1\\GPBMetadata\xea\x02\x18Switchboard::Payment::V1b\x06proto3"
 
 var (

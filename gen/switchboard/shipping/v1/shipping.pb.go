@@ -825,12 +825,12 @@ const file_switchboard_shipping_v1_shipping_proto_rawDesc = "" +
 	"\x1aSHIPMENT_STATUS_IN_TRANSIT\x10\x03\x12$\n" +
 	" SHIPMENT_STATUS_OUT_FOR_DELIVERY\x10\x04\x12\x1d\n" +
 	"\x19SHIPMENT_STATUS_DELIVERED\x10\x05\x12\x1d\n" +
-	"\x19SHIPMENT_STATUS_CANCELLED\x10\x062\xbb\x03\n" +
-	"\x0fShippingService\x12q\n" +
-	"\x0eCreateShipment\x12..switchboard.shipping.v1.CreateShipmentRequest\x1a/.switchboard.shipping.v1.CreateShipmentResponse\x12q\n" +
-	"\x0eCancelShipment\x12..switchboard.shipping.v1.CancelShipmentRequest\x1a/.switchboard.shipping.v1.CancelShipmentResponse\x12h\n" +
-	"\vGetShipment\x12+.switchboard.shipping.v1.GetShipmentRequest\x1a,.switchboard.shipping.v1.GetShipmentResponse\x12X\n" +
-	"\x05Track\x12%.switchboard.shipping.v1.TrackRequest\x1a&.switchboard.shipping.v1.TrackResponse0\x01B\xf9\x01\n" +
+	"\x19SHIPMENT_STATUS_CANCELLED\x10\x062\xcf\x03\n" +
+	"\x0fShippingService\x12v\n" +
+	"\x0eCreateShipment\x12..switchboard.shipping.v1.CreateShipmentRequest\x1a/.switchboard.shipping.v1.CreateShipmentResponse\"\x03\x90\x02\x02\x12v\n" +
+	"\x0eCancelShipment\x12..switchboard.shipping.v1.CancelShipmentRequest\x1a/.switchboard.shipping.v1.CancelShipmentResponse\"\x03\x90\x02\x02\x12m\n" +
+	"\vGetShipment\x12+.switchboard.shipping.v1.GetShipmentRequest\x1a,.switchboard.shipping.v1.GetShipmentResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\x05Track\x12%.switchboard.shipping.v1.TrackRequest\x1a&.switchboard.shipping.v1.TrackResponse\"\x03\x90\x02\x010\x01B\xf9\x01\n" +
 	"\x1bcom.switchboard.shipping.v1B\rShippingProtoP\x01ZMgithub.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1;shippingv1\xa2\x02\x03SSX\xaa\x02\x17Switchboard.Shipping.V1\xca\x02\x17Switchboard\\Shipping\\V1\xe2\x02#Switchboard\\Shipping\\V1\\GPBMetadata\xea\x02\x19Switchboard::Shipping::V1b\x06proto3"
 
 var (
