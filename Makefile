@@ -33,7 +33,7 @@ test: ## Run every test with the race detector (needs the services of `make serv
 	$(GO) test -race -count=1 ./...
 
 bench: ## Run the benchmarks and print each result next to its baseline.
-	$(GO) test -run "^$$" -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	$(GO) run ./bench/cmd/benchratio -benchtime $(BENCHTIME)
 
 run: ## Run the whole system on embedded defaults (switchboard up).
 	$(GO) run ./cmd/switchboard up

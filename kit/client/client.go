@@ -307,20 +307,28 @@ func (ic *interceptors) deadline(ctx context.Context, unary bool) (context.Conte
 // propagate copies the request id and the forwarded headers of the
 // incoming call, if any, onto the outgoing one, unless the caller set them.
 func (ic *interceptors) propagate(ctx context.Context) context.Context {
-	in, ok := metadata.FromIncomingContext(ctx)
 	id := requestid.FromContext(ctx)
-	if !ok && id == "" {
-		return ctx
-	}
-	out, _ := metadata.FromOutgoingContext(ctx)
 	var kv []string
-	if id != "" && len(out.Get(requestid.Header)) == 0 {
-		kv = append(kv, requestid.Header, id)
-	}
 	for _, k := range ic.opts.forward {
-		if v := in.Get(k); len(v) > 0 && len(out.Get(k)) == 0 {
+		if v := metadata.ValueFromIncomingContext(ctx, k); len(v) > 0 {
 			kv = append(kv, k, v[0])
 		}
+	}
+	if id == "" && len(kv) == 0 {
+		return ctx
+	}
+	if id != "" {
+		kv = append(kv, requestid.Header, id)
+	}
+	// Values the caller set on the outgoing call win over inherited ones.
+	if out, ok := metadata.FromOutgoingContext(ctx); ok {
+		kept := kv[:0]
+		for i := 0; i < len(kv); i += 2 {
+			if len(out.Get(kv[i])) == 0 {
+				kept = append(kept, kv[i], kv[i+1])
+			}
+		}
+		kv = kept
 	}
 	if len(kv) == 0 {
 		return ctx

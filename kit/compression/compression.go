@@ -10,6 +10,7 @@
 package compression
 
 import (
+	"errors"
 	"io"
 	"sync"
 
@@ -86,9 +87,9 @@ type zstdReader struct {
 
 func (r *zstdReader) Read(p []byte) (int, error) {
 	n, err := r.Decoder.Read(p)
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		// Detach the source before pooling so it can be collected.
-		_ = r.Decoder.Reset(nil)
+		_ = r.Reset(nil)
 		r.pool.Put(r.Decoder)
 	}
 	return n, err

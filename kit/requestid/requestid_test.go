@@ -58,7 +58,12 @@ func TestContextRoundTrip(t *testing.T) {
 	if got := FromContext(ctx); got != "r1" {
 		t.Errorf("FromContext = %q, want r1", got)
 	}
-	if New() == New() {
-		t.Error("New returned the same id twice")
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id := New()
+		if seen[id] || len(id) != 32 || !Valid(id) {
+			t.Fatalf("New() = %q: repeated or malformed", id)
+		}
+		seen[id] = true
 	}
 }

@@ -40,14 +40,14 @@ func (c *chain) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServer
 	ctx = requestid.NewContext(ctx, id)
 	// In the trailer, not the header: a response header commits the call,
 	// and grpc would no longer retry it transparently.
-	_ = grpc.SetTrailer(ctx, metadata.Pairs(requestid.Header, id))
+	_ = grpc.SetTrailer(ctx, metadata.MD{requestid.Header: {id}})
 	return handler(ctx, req)
 }
 
 func (c *chain) streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	id := requestid.FromIncoming(ctx)
-	ss.SetTrailer(metadata.Pairs(requestid.Header, id))
+	ss.SetTrailer(metadata.MD{requestid.Header: {id}})
 	return handler(srv, &serverStream{ServerStream: ss, ctx: requestid.NewContext(ctx, id)})
 }
 

@@ -235,7 +235,7 @@ func TestHooksRunOncePerCallAndStream(t *testing.T) {
 		}
 	}}
 	_, addr := start(t, f,
-		server.WithAuthenticator(func(ctx context.Context, call server.Call) (context.Context, error) {
+		server.WithAuthenticator(func(ctx context.Context, _ server.Call) (context.Context, error) {
 			authn.Add(1)
 			md, _ := metadata.FromIncomingContext(ctx)
 			if len(md.Get("x-user")) == 0 {

@@ -48,7 +48,10 @@ func TestStreamIdleTimeoutEndsWithClearStatus(t *testing.T) {
 		t.Errorf("idle stream ended after %v, before its 200ms idle timeout", waited)
 	}
 	select {
-	case <-handlerDone: // the blocked handler was released
+	case err := <-handlerDone: // the blocked handler was released
+		if err == nil {
+			t.Error("handler's Recv returned nil after the stream ended")
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("handler still blocked in Recv after the stream ended")
 	}

@@ -10,7 +10,10 @@
 // once its servers and clients have stopped.
 //
 // ServerOptions and DialOptions instrument grpc.Server and grpc.ClientConn
-// with otelgrpc stats handlers (spans only), the grpc-go OpenTelemetry
+// with otelgrpc stats handlers (spans only) when spans are exported, or,
+// when they are not, with a handler that only carries W3C trace context
+// from incoming to outgoing calls (no span is made just to be dropped); and
+// with the grpc-go OpenTelemetry
 // plugin (gRFC A66 metrics such as grpc_server_call_duration_seconds) and
 // [NewStreamMetrics] (switchboard_rpc_stream_* for streaming calls).
 //

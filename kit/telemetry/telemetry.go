@@ -26,6 +26,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/stats/opentelemetry"
 )
 
@@ -81,13 +82,16 @@ type Config struct {
 // the servers and clients using it have stopped, to flush spans and stop the
 // exporter.
 type Telemetry struct {
-	tp       *sdktrace.TracerProvider
-	mp       *sdkmetric.MeterProvider
-	prop     propagation.TextMapPropagator
-	reg      *prometheus.Registry
-	handler  http.Handler
-	srvOpts  []grpc.ServerOption
-	dialOpts []grpc.DialOption
+	tp      *sdktrace.TracerProvider
+	mp      *sdkmetric.MeterProvider
+	prop    propagation.TextMapPropagator
+	reg     *prometheus.Registry
+	handler http.Handler
+	srvOpts []grpc.ServerOption
+	// exporting is true when spans go anywhere (an OTLP endpoint or span
+	// processors); otherwise calls only propagate trace context.
+	exporting bool
+	dialOpts  []grpc.DialOption
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -136,6 +140,8 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		mp:   mp,
 		prop: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		reg:  reg,
+
+		exporting: cfg.OTLPEndpoint != "" || len(cfg.SpanProcessors) > 0,
 	}
 	t.handler = promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		EnableOpenMetrics:   true,
@@ -226,13 +232,21 @@ func (t *Telemetry) buildGRPCOptions() error {
 	if err != nil {
 		return err
 	}
+	// Without an exporter, spans would be made only to be dropped: carry
+	// the caller's trace context through instead, at almost no cost.
+	serverTrace := stats.Handler(&propagationHandler{prop: t.prop})
+	clientTrace := stats.Handler(&propagationHandler{prop: t.prop, client: true})
+	if t.exporting {
+		serverTrace = otelgrpc.NewServerHandler(otelgrpcOpts...)
+		clientTrace = otelgrpc.NewClientHandler(otelgrpcOpts...)
+	}
 	t.srvOpts = []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpcOpts...)),
+		grpc.StatsHandler(serverTrace),
 		opentelemetry.ServerOption(a66),
 		grpc.StatsHandler(serverStreams),
 	}
 	t.dialOpts = []grpc.DialOption{
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpcOpts...)),
+		grpc.WithStatsHandler(clientTrace),
 		opentelemetry.DialOption(a66),
 		grpc.WithStatsHandler(clientStreams),
 	}
