@@ -280,24 +280,32 @@ func (ic *interceptors) openError() error {
 		"circuit breaker open for "+ic.target, ic.openFor)
 }
 
-// deadline applies the margin to the caller's deadline and, for unary
-// calls, the default timeout.
+// deadline applies the margin to a deadline inherited from an incoming call
+// and, for unary calls, the default timeout. It derives a context only when
+// the deadline changes.
 func (ic *interceptors) deadline(ctx context.Context, unary bool) (context.Context, context.CancelFunc, error) {
-	now := time.Now()
-	want, has := ctx.Deadline()
+	have, has := ctx.Deadline()
+	want, change := have, false
+	var now time.Time
 	if has {
-		want = want.Add(-ic.opts.margin)
-		if !want.After(now) {
-			return ctx, nil, status.Error(codes.DeadlineExceeded, status.KitDomain, ReasonDeadlineTooShort,
-				"not enough time left to make the call")
+		if _, incoming := grpc.Method(ctx); incoming {
+			now = time.Now()
+			want, change = have.Add(-ic.opts.margin), true
+			if !want.After(now) {
+				return ctx, nil, status.Error(codes.DeadlineExceeded, status.KitDomain, ReasonDeadlineTooShort,
+					"not enough time left to make the call")
+			}
 		}
 	}
 	if unary && ic.opts.timeout > 0 {
+		if now.IsZero() {
+			now = time.Now()
+		}
 		if d := now.Add(ic.opts.timeout); !has || d.Before(want) {
-			want, has = d, true
+			want, change = d, true
 		}
 	}
-	if !has {
+	if !change {
 		return ctx, nil, nil
 	}
 	ctx, cancel := context.WithDeadline(ctx, want)

@@ -240,15 +240,17 @@ func first(v []string) string {
 	return v[0]
 }
 
-// hops starts hop 3 (last), then hop 2 relaying to it, and returns a client
-// of hop 2 used as hop 1.
+// hops starts hop 3 (last), hop 2 relaying to it and hop 1 relaying to
+// hop 2, and returns a client of hop 1.
 func hops(t *testing.T, last *greetertest.Fake, opts ...client.Option) greeterv1.GreeterClient {
 	t.Helper()
 	_, addr3 := greetertest.Start(t, last)
 	to3, _ := greetertest.Dial(t, addr3, opts...)
 	_, addr2 := greetertest.Start(t, relay(func() greeterv1.GreeterClient { return to3 }))
 	to2, _ := greetertest.Dial(t, addr2, opts...)
-	return to2
+	_, addr1 := greetertest.Start(t, relay(func() greeterv1.GreeterClient { return to2 }))
+	to1, _ := greetertest.Dial(t, addr1, opts...)
+	return to1
 }
 
 func TestDeadlineAndHeadersReachHop3ReducedByMargins(t *testing.T) {
@@ -285,7 +287,8 @@ func checkHop3(t *testing.T, kind, got string, margin time.Duration) {
 		t.Fatalf("%s: hop 3 had no deadline (%q)", kind, got)
 	}
 	id, auth = parts[1], parts[2]
-	// 2s less two margins, less the time the hops took.
+	// The caller's 2s, less a margin at hop 1 and at hop 2, less the time
+	// the hops took.
 	if maxLeft := 2*time.Second - 2*margin; left > maxLeft || left < maxLeft-time.Second {
 		t.Errorf("%s: hop 3 had %v left, want a little under %v", kind, left, maxLeft)
 	}
@@ -359,7 +362,10 @@ func TestDeadlineTooShortFailsWithoutCalling(t *testing.T) {
 		calls.Add(1)
 		return &greeterv1.SayHelloResponse{}, nil
 	}})
-	c, _ := greetertest.Dial(t, addr, client.WithDeadlineMargin(time.Second))
+	// The relay's call inherits 500ms, less than its 1s margin.
+	next, _ := greetertest.Dial(t, addr, client.WithDeadlineMargin(time.Second))
+	_, relayAddr := greetertest.Start(t, relay(func() greeterv1.GreeterClient { return next }))
+	c, _ := greetertest.Dial(t, relayAddr)
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	_, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "a"})

@@ -15,12 +15,13 @@
 //
 // # Deadlines
 //
-// A call's deadline is the earlier of the caller's deadline minus the
-// margin (so the callee's answer can still make it back in time) and now
-// plus the per-call default. A call whose remaining time is already below
-// the margin fails at once with DEADLINE_EXCEEDED instead of being sent.
-// Streams get the margin but no default: they live as long as the caller's
-// context.
+// A call made while serving another (its context comes from a handler)
+// gets the incoming deadline minus the margin, so the answer can still make
+// it back in time; a unary call also gets at most the per-call default from
+// now. A call whose remaining time is already below the margin fails at once
+// with DEADLINE_EXCEEDED instead of being sent. A program's own deadline is
+// used as it is: it has no caller waiting on it. Streams get the margin but
+// no default: they live as long as the caller's context.
 //
 // # Retries
 //

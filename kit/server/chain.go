@@ -38,17 +38,23 @@ type chain struct {
 func (c *chain) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id := requestid.FromIncoming(ctx)
 	ctx = requestid.NewContext(ctx, id)
-	// In the trailer, not the header: a response header commits the call,
-	// and grpc would no longer retry it transparently.
-	_ = grpc.SetTrailer(ctx, metadata.MD{requestid.Header: {id}})
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	if err != nil {
+		// Failed calls carry the id back, in the trailer: a header would
+		// commit the call and stop grpc's transparent retries.
+		_ = grpc.SetTrailer(ctx, metadata.MD{requestid.Header: {id}})
+	}
+	return resp, err
 }
 
 func (c *chain) streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	id := requestid.FromIncoming(ctx)
-	ss.SetTrailer(metadata.MD{requestid.Header: {id}})
-	return handler(srv, &serverStream{ServerStream: ss, ctx: requestid.NewContext(ctx, id)})
+	err := handler(srv, &serverStream{ServerStream: ss, ctx: requestid.NewContext(ctx, id)})
+	if err != nil {
+		ss.SetTrailer(metadata.MD{requestid.Header: {id}})
+	}
+	return err
 }
 
 // unary runs recovery, the deadline policy, authentication, authorization,

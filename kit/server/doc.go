@@ -20,9 +20,9 @@
 // unary call and for a stream when it opens:
 //
 //  1. request id: taken from x-request-id when well formed, else made, put
-//     in the context and echoed in the response trailer (a header would
-//     commit the call and stop grpc's transparent retries), so everything
-//     after can log it;
+//     in the context, so everything after can log it, and echoed in the
+//     trailer of a failed call for the caller to quote (a header would commit
+//     the call and stop grpc's transparent retries);
 //  2. access log: one line per call (kit/telemetry), outside recovery so a
 //     panic shows up as the INTERNAL it became;
 //  3. stream guard (streams only): the idle timeout and maximum lifetime

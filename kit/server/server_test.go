@@ -132,10 +132,13 @@ func TestServeRefusesMethodsWithoutValidationRules(t *testing.T) {
 	}
 }
 
-func TestRequestIDIsEchoedInTrailerAndMadeWhenMissing(t *testing.T) {
+func TestRequestIDIsKeptOrMadeAndQuotedOnFailure(t *testing.T) {
 	var seen atomic.Value
-	f := &fakeGreeter{SayHelloFunc: func(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	f := &fakeGreeter{SayHelloFunc: func(ctx context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 		seen.Store(requestid.FromContext(ctx))
+		if req.GetName() == "fail" {
+			return nil, status.NotFound("test", "NO_SUCH_NAME", "name", "fail")
+		}
 		return &greeterv1.SayHelloResponse{}, nil
 	}}
 	_, addr := start(t, f)
@@ -154,16 +157,24 @@ func TestRequestIDIsEchoedInTrailerAndMadeWhenMissing(t *testing.T) {
 		if tt.sent != "" {
 			ctx = metadata.AppendToOutgoingContext(ctx, requestid.Header, tt.sent)
 		}
-		var hdr metadata.MD
-		if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "a"}, grpc.Trailer(&hdr)); err != nil {
+		var trailer metadata.MD
+		if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "a"}, grpc.Trailer(&trailer)); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := seen.Load().(string)
 		if !tt.want(got) {
 			t.Errorf("%s: handler saw request id %q", tt.name, got)
 		}
-		if h := hdr.Get(requestid.Header); len(h) != 1 || h[0] != got {
-			t.Errorf("%s: response trailer %v, want [%s]", tt.name, h, got)
+		if h := trailer.Get(requestid.Header); len(h) != 0 {
+			t.Errorf("%s: successful call's trailer has request id %v, want none", tt.name, h)
+		}
+		// A failed call quotes the id back to the caller.
+		if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "fail"}, grpc.Trailer(&trailer)); err == nil {
+			t.Fatal("call to fail succeeded")
+		}
+		got, _ = seen.Load().(string)
+		if h := trailer.Get(requestid.Header); len(h) != 1 || h[0] != got {
+			t.Errorf("%s: failed call's trailer %v, want [%s]", tt.name, h, got)
 		}
 	}
 }
