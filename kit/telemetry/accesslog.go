@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -57,9 +58,12 @@ type AccessLogOptions struct {
 // Failed calls are always logged: at Warn for codes a client causes
 // (InvalidArgument, NotFound, AlreadyExists, PermissionDenied,
 // Unauthenticated, FailedPrecondition, OutOfRange, ResourceExhausted,
-// Canceled, Aborted) and at Error for server faults (Internal, Unknown,
-// DataLoss, Unavailable, DeadlineExceeded, Unimplemented, and any code not
-// listed). Successful calls are logged at opts.SuccessLevel (Debug unless
+// Aborted), at Info for Canceled (the caller went away), and at Error for
+// server faults (Internal, Unknown, DataLoss, Unavailable,
+// DeadlineExceeded, Unimplemented, and any code not listed). Failures of
+// grpc.health.v1 methods other than server faults are logged like
+// successes: health watches end Canceled whenever a client leaves.
+// Successful calls are logged at opts.SuccessLevel (Debug unless
 // set), and every opts.SampleEvery-th success at Info. A call whose level the
 // logger does not enable costs a level check and, with sampling, an atomic
 // add: no attributes are built.
@@ -95,11 +99,19 @@ type accessLog struct {
 	successes atomic.Uint64
 }
 
+// healthMethodPrefix names the grpc.health.v1 methods, whose ordinary
+// failures are logged like successes.
+const healthMethodPrefix = "/grpc.health.v1.Health/"
+
 func (al *accessLog) log(ctx context.Context, method string, isStream bool, start time.Time, err error) {
 	code := status.Code(err)
 	level := al.opts.SuccessLevel
 	if code != codes.OK {
 		level = codeLevel(code)
+		if level < slog.LevelError && strings.HasPrefix(method, healthMethodPrefix) {
+			// Health watches end Canceled whenever a client goes away.
+			level = al.opts.SuccessLevel
+		}
 	} else if al.opts.SampleEvery > 0 && al.successes.Add(1)%uint64(al.opts.SampleEvery) == 0 {
 		level = max(level, slog.LevelInfo)
 	}
@@ -140,8 +152,10 @@ func codeLevel(code codes.Code) slog.Level {
 		return slog.LevelInfo
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
 		codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition,
-		codes.OutOfRange, codes.ResourceExhausted, codes.Canceled, codes.Aborted:
+		codes.OutOfRange, codes.ResourceExhausted, codes.Aborted:
 		return slog.LevelWarn
+	case codes.Canceled: // the caller went away: nobody's fault
+		return slog.LevelInfo
 	default: // Internal, Unknown, DataLoss, Unavailable, DeadlineExceeded, Unimplemented, unknown codes
 		return slog.LevelError
 	}

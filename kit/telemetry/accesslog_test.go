@@ -218,7 +218,10 @@ func TestAccessLogSuccessLevel(t *testing.T) {
 func TestCodeLevel(t *testing.T) {
 	warn := []codes.Code{codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
 		codes.Unauthenticated, codes.FailedPrecondition, codes.OutOfRange, codes.ResourceExhausted,
-		codes.Canceled, codes.Aborted}
+		codes.Aborted}
+	if got := codeLevel(codes.Canceled); got != slog.LevelInfo {
+		t.Errorf("codeLevel(Canceled) = %v, want INFO", got)
+	}
 	errs := []codes.Code{codes.Internal, codes.Unknown, codes.DataLoss, codes.Unavailable,
 		codes.DeadlineExceeded, codes.Unimplemented, codes.Code(99)}
 	for _, c := range warn {

@@ -91,7 +91,7 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 			ids[1] = slog.String(LogKeySpanID, sc.SpanID().String())
 			n = 2
 		}
-		if id := requestid.FromContext(ctx); id != "" {
+		if id := requestid.FromContext(ctx); id != "" && !hasAttr(r, LogKeyRequestID) {
 			ids[n] = slog.String(LogKeyRequestID, id)
 			n++
 		}
@@ -141,4 +141,15 @@ func NewLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(NewLogHandler(h))
+}
+
+// hasAttr reports whether r already has a top-level attribute named key, as
+// the access log's records do, so the id is not written twice.
+func hasAttr(r slog.Record, key string) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		found = a.Key == key
+		return !found
+	})
+	return found
 }

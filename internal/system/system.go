@@ -1,0 +1,349 @@
+// Package system runs Switchboard's services: all of them in one process
+// (switchboard up) or one alone (switchboard serve). Each service listens on
+// its own loopback port behind mutual TLS with a certificate from the
+// development CA, so even in one process every call crosses a real network
+// hop.
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+
+	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	"github.com/switchboard-rpc/switchboard/kit/certs"
+	"github.com/switchboard-rpc/switchboard/kit/client"
+	"github.com/switchboard-rpc/switchboard/kit/identity"
+	"github.com/switchboard-rpc/switchboard/kit/server"
+	"github.com/switchboard-rpc/switchboard/kit/telemetry"
+	"github.com/switchboard-rpc/switchboard/kit/validate"
+	"github.com/switchboard-rpc/switchboard/services/greeter"
+)
+
+// Service is one service as the runner sees it.
+type Service struct {
+	// Name is the service name: its certificate's identity and its port
+	// slot.
+	Name string
+	// Offset is the service's port relative to the base port.
+	Offset int
+	// Register registers the service's gRPC implementations and their
+	// validation rules.
+	Register func(s *server.Server, rules *validate.Set)
+}
+
+// Services lists every service the runner knows, in port order.
+func Services() []Service {
+	return []Service{
+		{Name: "greeter", Offset: 0, Register: func(s *server.Server, rules *validate.Set) {
+			greeter.Rules(rules)
+			greeterv1.RegisterGreeterServer(s, &greeter.Service{})
+		}},
+	}
+}
+
+// Lookup returns the service named name.
+func Lookup(name string) (Service, bool) {
+	for _, s := range Services() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+// Config configures a run. Only cmd/switchboard fills it in.
+type Config struct {
+	// DataDir holds everything the run keeps: certs/ and, as services
+	// arrive, their databases.
+	DataDir string
+	// Host is the address services listen on.
+	Host string
+	// BasePort is the port of the first service; the others follow.
+	BasePort int
+	// MetricsAddr serves Prometheus metrics at /metrics; empty turns it
+	// off.
+	MetricsAddr string
+	// OTLPEndpoint receives traces when set.
+	OTLPEndpoint string
+	// Drain is how long a stopping service reports NOT_SERVING before it
+	// stops taking calls.
+	Drain time.Duration
+	// ShutdownTimeout bounds the whole shutdown.
+	ShutdownTimeout time.Duration
+	// Logger receives the logs.
+	Logger *slog.Logger
+	// Out receives the table of addresses once every service is ready.
+	Out io.Writer
+}
+
+// CertsDir is where the development PKI lives under the data directory.
+func (c Config) CertsDir() string { return filepath.Join(c.DataDir, "certs") }
+
+func (c Config) addr(s Service) string {
+	return net.JoinHostPort(c.Host, strconv.Itoa(c.BasePort+s.Offset))
+}
+
+// running is a service being served.
+type running struct {
+	svc    Service
+	srv    *server.Server
+	lis    net.Listener
+	served chan error
+}
+
+// Run serves services until ctx ends, then shuts them down gracefully. It
+// makes or refreshes the development PKI first, binds every port before
+// serving any (so a port in use fails the run at once), checks every
+// service answers its health check over mTLS, and prints the table of
+// addresses.
+func Run(ctx context.Context, cfg Config, services []Service) (err error) {
+	if len(services) == 0 {
+		return errors.New("system: no services to run")
+	}
+	log := cfg.Logger
+	begin := time.Now()
+	names := make([]string, len(services))
+	for i, s := range services {
+		names[i] = s.Name
+	}
+	results, err := certs.EnsureDevPKI(cfg.CertsDir(), names)
+	if err != nil {
+		return err
+	}
+	for _, r := range results {
+		if r.Action != certs.Reused {
+			attrs := []slog.Attr{slog.String("name", r.Name), slog.String("file", r.CertFile)}
+			if r.Reason != "" {
+				attrs = append(attrs, slog.String("reason", r.Reason))
+			}
+			log.LogAttrs(ctx, slog.LevelInfo, "certificate "+string(r.Action), attrs...)
+		}
+	}
+
+	tel, err := telemetry.New(ctx, telemetry.Config{ServiceName: "switchboard", OTLPEndpoint: cfg.OTLPEndpoint})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		err = errors.Join(err, tel.Shutdown(sctx))
+	}()
+
+	var all []*running
+	defer func() {
+		for _, r := range all {
+			_ = r.lis.Close()
+		}
+	}()
+	for _, svc := range services {
+		r, err := start(cfg, tel, svc)
+		if err != nil {
+			return err
+		}
+		all = append(all, r)
+	}
+
+	var metrics *http.Server
+	if cfg.MetricsAddr != "" {
+		lis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", tel.MetricsHandler())
+		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metrics.Serve(lis) }()
+	}
+
+	for _, r := range all {
+		go func() { r.served <- r.srv.Serve(r.lis) }()
+	}
+	if err := ready(ctx, cfg, all); err != nil {
+		shutdown(ctx, cfg, all, metrics)
+		return err
+	}
+	printTable(cfg, all, time.Since(begin))
+	log.LogAttrs(ctx, slog.LevelInfo, "switchboard ready", slog.Int("services", len(all)), slog.Duration("took", time.Since(begin)))
+
+	// Development certificates live 7 days: renew them while running; the
+	// servers' Sources pick the new files up by themselves.
+	renew := time.NewTicker(time.Hour)
+	defer renew.Stop()
+	exited := firstExit(all)
+	var serveErr error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case serveErr = <-exited:
+			break wait
+		case <-renew.C:
+			if _, err := certs.EnsureDevPKI(cfg.CertsDir(), names); err != nil {
+				log.LogAttrs(ctx, slog.LevelError, "renewing certificates failed", slog.String("error", err.Error()))
+			}
+		}
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "switchboard stopping")
+	return errors.Join(serveErr, shutdown(ctx, cfg, all, metrics))
+}
+
+func start(cfg Config, tel *telemetry.Telemetry, svc Service) (*running, error) {
+	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), svc.Name), certs.WithLogger(cfg.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	if err := tel.Registry().Register(src.Collector()); err != nil {
+		return nil, fmt.Errorf("%s: certificate metrics: %w", svc.Name, err)
+	}
+	rules := validate.NewSet()
+	srv, err := server.New(
+		server.WithCredentials(certs.ServerCredentials(src)),
+		server.WithTelemetry(tel),
+		server.WithLogger(cfg.Logger.With(slog.String("service", svc.Name))),
+		server.WithValidator(rules),
+		server.WithAuthenticator(serviceIdentity),
+		server.WithAccessLog(telemetry.AccessLogOptions{Identity: peerName}),
+		server.WithShutdown(cfg.Drain, cfg.ShutdownTimeout),
+	)
+	if err != nil {
+		return nil, err
+	}
+	svc.Register(srv, rules)
+	lis, err := net.Listen("tcp", cfg.addr(svc))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	return &running{svc: svc, srv: srv, lis: lis, served: make(chan error, 1)}, nil
+}
+
+// serviceIdentity puts the calling service, from its verified certificate,
+// in the context.
+func serviceIdentity(ctx context.Context, _ server.Call) (context.Context, error) {
+	if svc, ok := certs.ServiceFromPeer(ctx); ok {
+		return identity.WithService(ctx, svc), nil
+	}
+	return ctx, nil
+}
+
+// peerName names the caller in the access log: its service identity when
+// it presented a verified certificate, else its address.
+func peerName(ctx context.Context) string {
+	if svc, ok := certs.ServiceFromPeer(ctx); ok {
+		return svc.Name
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
+
+// ready checks each service's health over mTLS, as the operator, within
+// a bounded time.
+func ready(ctx context.Context, cfg Config, all []*running) error {
+	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), certs.OperatorName))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, r := range all {
+		conn, err := client.Dial("passthrough:///"+r.lis.Addr().String(),
+			client.WithCredentials(certs.ClientCredentials(src, r.svc.Name)), client.WithHealthCheck(false))
+		if err != nil {
+			return err
+		}
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		_ = conn.Close()
+		if err != nil {
+			return fmt.Errorf("%s did not become ready: %w", r.svc.Name, err)
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("%s reports %v", r.svc.Name, resp.GetStatus())
+		}
+	}
+	return nil
+}
+
+func printTable(cfg Config, all []*running, took time.Duration) {
+	if cfg.Out == nil {
+		return
+	}
+	w := tabwriter.NewWriter(cfg.Out, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintln(w, "SERVICE\tADDRESS")
+	sorted := append([]*running(nil), all...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].svc.Offset < sorted[j].svc.Offset })
+	for _, r := range sorted {
+		_, _ = fmt.Fprintf(w, "%s\t%s\n", r.svc.Name, r.lis.Addr())
+	}
+	if cfg.MetricsAddr != "" {
+		_, _ = fmt.Fprintf(w, "metrics\thttp://%s/metrics\n", cfg.MetricsAddr)
+	}
+	_ = w.Flush()
+	dir := cfg.CertsDir()
+	_, _ = fmt.Fprintf(cfg.Out, "\nready in %s. Certificates in %s; try:\n  grpcurl -cacert %s -cert %s -key %s %s list\n",
+		took.Round(time.Millisecond), dir,
+		filepath.Join(dir, certs.CAFile), filepath.Join(dir, certs.OperatorName+".pem"), filepath.Join(dir, certs.OperatorName+"-key.pem"),
+		sorted[0].lis.Addr())
+}
+
+// firstExit reports the first service whose Serve returned.
+func firstExit(all []*running) <-chan error {
+	out := make(chan error, len(all))
+	for _, r := range all {
+		go func() {
+			err := <-r.served
+			r.served <- err // leave it for shutdown
+			if err == nil {
+				err = fmt.Errorf("%s stopped serving", r.svc.Name)
+			}
+			out <- err
+		}()
+	}
+	return out
+}
+
+// shutdown stops every service at once, bounded by the shutdown timeout.
+func shutdown(ctx context.Context, cfg Config, all []*running, metrics *http.Server) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, r := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := r.srv.Shutdown(sctx)
+			if serveErr := <-r.served; serveErr != nil {
+				err = errors.Join(err, serveErr)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", r.svc.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if metrics != nil {
+		errs = append(errs, metrics.Shutdown(sctx))
+	}
+	return errors.Join(errs...)
+}

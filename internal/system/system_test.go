@@ -1,0 +1,146 @@
+package system
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	"github.com/switchboard-rpc/switchboard/kit/certs"
+	"github.com/switchboard-rpc/switchboard/kit/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func testConfig(t *testing.T, dir string, out *syncBuffer) Config {
+	return Config{
+		DataDir:         dir,
+		Host:            "127.0.0.1",
+		BasePort:        0, // every service on a free port
+		Drain:           10 * time.Millisecond,
+		ShutdownTimeout: 5 * time.Second,
+		Logger:          slog.New(slog.DiscardHandler),
+		Out:             out,
+	}
+}
+
+// runUntilReady starts Run and waits for its table; the returned function
+// stops it and returns Run's error.
+func runUntilReady(t *testing.T, cfg Config) (addr string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, Services()) }()
+	out := cfg.Out.(*syncBuffer)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "ready in") {
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("Run ended before ready: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("not ready after 10s; output: %s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := regexp.MustCompile(`greeter\s+(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		cancel()
+		t.Fatalf("no greeter address in %q", out.String())
+	}
+	return m[1], func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return context.DeadlineExceeded
+		}
+	}
+}
+
+func TestRunServesOverMTLSAndStopsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	out := &syncBuffer{}
+	addr, stop := runUntilReady(t, testConfig(t, dir, out))
+
+	src, err := certs.NewSource(certs.FilesIn(dir+"/certs", certs.OperatorName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := client.Dial("passthrough:///"+addr, client.WithCredentials(certs.ClientCredentials(src, "greeter")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := greeterv1.NewGreeterClient(conn).SayHello(t.Context(), &greeterv1.SayHelloRequest{Name: "Ada"})
+	_ = conn.Close()
+	if err != nil || resp.GetMessage() != "Hello, Ada!" {
+		t.Errorf("SayHello over mTLS = %v, %v", resp, err)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+
+	// A second start reuses the certificates.
+	first := certSerial(t, dir)
+	_, stop = runUntilReady(t, testConfig(t, dir, &syncBuffer{}))
+	if err := stop(); err != nil {
+		t.Errorf("second Run = %v", err)
+	}
+	if got := certSerial(t, dir); got != first {
+		t.Errorf("second start reissued the greeter certificate (serial %s, was %s)", got, first)
+	}
+}
+
+func certSerial(t *testing.T, dir string) string {
+	t.Helper()
+	src, err := certs.NewSource(certs.FilesIn(dir+"/certs", "greeter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src.Leaf().SerialNumber.String()
+}
+
+func TestRunFailsFastWhenAPortIsTaken(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lis.Close() }()
+	cfg := testConfig(t, t.TempDir(), &syncBuffer{})
+	cfg.BasePort = lis.Addr().(*net.TCPAddr).Port
+	err = Run(t.Context(), cfg, Services())
+	if err == nil || !strings.Contains(err.Error(), strconv.Itoa(cfg.BasePort)) {
+		t.Errorf("Run on a taken port = %v, want an error naming the port", err)
+	}
+}
