@@ -11,6 +11,7 @@ import (
 
 	"github.com/switchboard-rpc/switchboard/internal/flagenv"
 	"github.com/switchboard-rpc/switchboard/internal/system"
+	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 )
 
@@ -21,6 +22,8 @@ type runFlags struct {
 	metrics, otlp          string
 	logFormat, logLevel    string
 	drain, shutdownTimeout time.Duration
+	rate                   float64
+	burst                  int
 }
 
 func (f *runFlags) add(cmd *cobra.Command) {
@@ -34,6 +37,8 @@ func (f *runFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.drain, "drain", 500*time.Millisecond, "how long a stopping service reports NOT_SERVING before it stops taking calls")
+	fs.Float64Var(&f.rate, "rate-limit", 200, "calls per second each caller may make to each service (0: unlimited)")
+	fs.IntVar(&f.burst, "rate-burst", 400, "calls a caller may make at once above --rate-limit")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on a graceful shutdown")
 }
 
@@ -59,6 +64,7 @@ func (f *runFlags) resolve(cmd *cobra.Command, stdout io.Writer) (system.Config,
 		OTLPEndpoint:    f.otlp,
 		Drain:           f.drain,
 		ShutdownTimeout: f.shutdownTimeout,
+		Limits:          ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: f.rate, Burst: f.burst}},
 		Logger:          telemetry.NewLogger(cmd.ErrOrStderr(), format, level),
 		Out:             stdout,
 	}, nil

@@ -25,9 +25,11 @@ import (
 	"google.golang.org/grpc/peer"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
 	"github.com/switchboard-rpc/switchboard/kit/identity"
+	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
@@ -44,15 +46,21 @@ type Service struct {
 	// Register registers the service's gRPC implementations and their
 	// validation rules.
 	Register func(s *server.Server, rules *validate.Set)
+	// Policy says who may call each method; everything else is denied.
+	Policy authz.Policy
 }
 
 // Services lists every service the runner knows, in port order.
 func Services() []Service {
 	return []Service{
-		{Name: "greeter", Offset: 0, Register: func(s *server.Server, rules *validate.Set) {
-			greeter.Rules(rules)
-			greeterv1.RegisterGreeterServer(s, &greeter.Service{})
-		}},
+		{
+			Name: "greeter", Offset: 0,
+			Register: func(s *server.Server, rules *validate.Set) {
+				greeter.Rules(rules)
+				greeterv1.RegisterGreeterServer(s, &greeter.Service{})
+			},
+			Policy: greeter.Policy(),
+		},
 	}
 }
 
@@ -83,6 +91,8 @@ type Config struct {
 	// Drain is how long a stopping service reports NOT_SERVING before it
 	// stops taking calls.
 	Drain time.Duration
+	// Limits are the rate limits of every service.
+	Limits ratelimit.Limits
 	// ShutdownTimeout bounds the whole shutdown.
 	ShutdownTimeout time.Duration
 	// Logger receives the logs.
@@ -212,6 +222,14 @@ func start(cfg Config, tel *telemetry.Telemetry, svc Service) (*running, error) 
 	if err := tel.Registry().Register(src.Collector()); err != nil {
 		return nil, fmt.Errorf("%s: certificate metrics: %w", svc.Name, err)
 	}
+	policy, err := authz.New(svc.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	limiter, err := ratelimit.New(cfg.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+	}
 	rules := validate.NewSet()
 	srv, err := server.New(
 		server.WithCredentials(certs.ServerCredentials(src)),
@@ -219,6 +237,8 @@ func start(cfg Config, tel *telemetry.Telemetry, svc Service) (*running, error) 
 		server.WithLogger(cfg.Logger.With(slog.String("service", svc.Name))),
 		server.WithValidator(rules),
 		server.WithAuthenticator(serviceIdentity),
+		server.WithAuthorizer(policy.Authorize),
+		server.WithLimiter(limiter.Limit),
 		server.WithAccessLog(telemetry.AccessLogOptions{Identity: peerName}),
 		server.WithShutdown(cfg.Drain, cfg.ShutdownTimeout),
 	)

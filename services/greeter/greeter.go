@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
 
@@ -107,5 +108,14 @@ func (*Service) Chat(stream greeterv1.Greeter_ChatServer) error {
 		if err := stream.Send(&greeterv1.ChatResponse{Message: greeting(req.GetName())}); err != nil {
 			return err
 		}
+	}
+}
+
+// Policy is the greeter's authorization policy: any caller with a verified
+// service certificate (the operator's included) may be greeted.
+func Policy() authz.Policy {
+	return authz.Policy{
+		Service: greeterv1.Greeter_ServiceDesc.ServiceName,
+		Methods: map[string]authz.Rule{authz.AnyMethod: {Public: true}},
 	}
 }
