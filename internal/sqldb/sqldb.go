@@ -1,0 +1,181 @@
+// Package sqldb opens the SQL database a service keeps its state in, runs
+// its migrations and runs transactions with the retries each engine needs.
+// Services write one SQL dialect that both engines accept: $1-style
+// parameters, standard types (BIGINT, TEXT, BOOLEAN, TIMESTAMP stored as
+// Unix microseconds in BIGINT), INSERT ... ON CONFLICT, UPDATE ...
+// RETURNING.
+//
+// Two engines: SQLite (modernc.org/sqlite, pure Go) as the embedded
+// default, in WAL mode with a busy timeout and a single connection, so
+// writes are serialized and never fail with SQLITE_BUSY; and PostgreSQL
+// (pgx) for scale, where transactions that fail with a serialization
+// failure or deadlock are retried.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect is the database engine.
+type Dialect string
+
+// The engines.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is a database handle and its engine. It is safe for concurrent use;
+// the caller closes it.
+type DB struct {
+	*sql.DB
+	Dialect Dialect
+}
+
+// Open opens dsn: "postgres://..." or "postgresql://..." for PostgreSQL,
+// anything else is a SQLite file path (created if missing).
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(20)
+		db.SetMaxIdleConns(10)
+		db.SetConnMaxLifetime(30 * time.Minute)
+		if err := db.PingContext(ctx); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("sqldb: connect to postgres: %w", err)
+		}
+		return &DB{DB: db, Dialect: Postgres}, nil
+	}
+	path := strings.TrimPrefix(dsn, "sqlite://")
+	q := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", "file:"+path+q)
+	if err != nil {
+		return nil, err
+	}
+	// One connection: SQLite has one writer at a time anyway, and a single
+	// connection turns contention into queueing instead of SQLITE_BUSY.
+	db.SetMaxOpenConns(1)
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
+	}
+	return &DB{DB: db, Dialect: SQLite}, nil
+}
+
+// Migrate applies the goose migrations in dir of fsys that have not been
+// applied yet.
+func (db *DB) Migrate(ctx context.Context, fsys fs.FS, dir string) error {
+	dialect := goose.DialectSQLite3
+	if db.Dialect == Postgres {
+		dialect = goose.DialectPostgres
+	}
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(dialect, db.DB, sub)
+	if err != nil {
+		return fmt.Errorf("sqldb: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("sqldb: migrate: %w", err)
+	}
+	return nil
+}
+
+// MaxAttempts bounds how often Tx runs a transaction that keeps failing
+// with a retryable error.
+const MaxAttempts = 8
+
+// Tx runs fn in a transaction and commits it, or rolls it back if fn
+// fails. A transaction that fails with a serialization failure or a
+// deadlock (PostgreSQL) or a busy database (SQLite) is run again, up to
+// MaxAttempts times with jittered backoff, so fn must be safe to re-run:
+// it may only touch the database.
+func (db *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	var err error
+	for attempt := 1; attempt <= MaxAttempts; attempt++ {
+		if err = db.tx(ctx, fn); err == nil || !Retryable(err) {
+			return err
+		}
+		backoff := time.Duration(attempt*attempt) * time.Millisecond
+		backoff += time.Duration(rand.Int64N(int64(backoff))) //nolint:gosec // jitter
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return err
+}
+
+func (db *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Retryable reports whether err is a transient conflict that running the
+// transaction again may resolve.
+func Retryable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "40001" || pg.Code == "40P01" // serialization_failure, deadlock_detected
+	}
+	var lite *sqlite.Error
+	if errors.As(err, &lite) {
+		switch lite.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
+
+// IsUniqueViolation reports whether err is a unique or primary key
+// constraint violation.
+func IsUniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	var lite *sqlite.Error
+	if errors.As(err, &lite) {
+		return lite.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || lite.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// Micros stores a time as Unix microseconds, the portable timestamp.
+func Micros(t time.Time) int64 { return t.UnixMicro() }
+
+// Time reads a time stored by Micros.
+func Time(us int64) time.Time { return time.UnixMicro(us).UTC() }
