@@ -11,11 +11,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
 	"github.com/switchboard-rpc/switchboard/internal/greetertest"
 	"github.com/switchboard-rpc/switchboard/internal/testpki"
+	"github.com/switchboard-rpc/switchboard/kit/auth"
+	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
+	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/client"
+	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/services/greeter"
@@ -27,7 +32,7 @@ const parallelism = 32
 
 // setup starts one greeter server and returns a client of it: either bare
 // grpc-go or the kit's full chain, both over the same mutual TLS.
-func setup(b *testing.B, kit, withTelemetry bool) greeterv1.GreeterClient {
+func setup(b *testing.B, kit, withTelemetry, security bool) (greeterv1.GreeterClient, context.Context) {
 	b.Helper()
 	pki := testpki.New()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -35,6 +40,7 @@ func setup(b *testing.B, kit, withTelemetry bool) greeterv1.GreeterClient {
 		b.Fatal(err)
 	}
 	addr := lis.Addr().String()
+	callCtx := context.Background()
 	var conn *grpc.ClientConn
 	if kit {
 		var tel *telemetry.Telemetry
@@ -45,12 +51,18 @@ func setup(b *testing.B, kit, withTelemetry bool) greeterv1.GreeterClient {
 			}
 		}
 		logger := slog.New(slog.NewJSONHandler(io.Discard, nil)) // successes are not logged at Info
-		srv, err := server.New(
+		opts := []server.Option{
 			server.WithCredentials(credentials.NewTLS(pki.Server)),
 			server.WithTelemetry(tel),
 			server.WithLogger(logger),
 			server.WithValidator(greetertest.Rules()),
-		)
+		}
+		if security {
+			var sec []server.Option
+			sec, callCtx = securityOptions(b)
+			opts = append(opts, sec...)
+		}
+		srv, err := server.New(opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,34 +97,78 @@ func setup(b *testing.B, kit, withTelemetry bool) greeterv1.GreeterClient {
 	b.Cleanup(func() { _ = conn.Close() })
 	c := greeterv1.NewGreeterClient(conn)
 	// Connect and warm up outside the timer.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(callCtx, 5*time.Second)
 	defer cancel()
 	if _, err := c.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "warm"}); err != nil {
 		b.Fatal(err)
 	}
-	return c
+	return c, callCtx
+}
+
+// securityOptions turns on what kit/auth, kit/authz and kit/ratelimit add:
+// the caller's service identity from its certificate, a verified user
+// token, a policy that requires a user, and per-caller rate limits high
+// enough never to refuse. It returns the context calls are made with,
+// carrying the user's token.
+func securityOptions(b *testing.B) ([]server.Option, context.Context) {
+	b.Helper()
+	issuer, err := auth.NewIssuer(auth.DefaultIssuer, auth.DefaultAudience)
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, _, err := issuer.Issue(context.Background(), "user-1", []string{"customer"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	verifier, err := auth.NewVerifier(issuer, auth.DefaultIssuer, auth.DefaultAudience, auth.WithRevocations(revocation.NewMemory(0)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	policy, err := authz.New(authz.Policy{
+		Service: greeterv1.Greeter_ServiceDesc.ServiceName,
+		Methods: map[string]authz.Rule{authz.AnyMethod: {Roles: []string{"customer"}}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	limiter, err := ratelimit.New(ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1e9, Burst: 1e9}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	opts := []server.Option{
+		server.WithAuthenticator(verifier.Authenticator()),
+		server.WithAuthorizer(policy.Authorize),
+		server.WithLimiter(limiter.Limit),
+	}
+	return opts, metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 }
 
 // modes are the servers and clients compared: bare grpc-go (the
-// baseline), the kit's full chain, and the kit's chain without telemetry,
-// which shows what the chain itself costs.
+// baseline), the kit's full chain, the kit's chain without telemetry
+// (what the chain itself costs), and the full chain with security on:
+// token verification, authorization and rate limits.
 var modes = []struct {
-	name           string
-	kit, telemetry bool
-}{{"bare", false, false}, {"kit", true, true}, {"kit-notelemetry", true, false}}
+	name                     string
+	kit, telemetry, security bool
+}{
+	{"bare", false, false, false},
+	{"kit", true, true, false},
+	{"kit-notelemetry", true, false, false},
+	{"kit-security", true, true, true},
+}
 
 // BenchmarkUnary measures SayHello from 64 concurrent callers.
 func BenchmarkUnary(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			c := setup(b, m.kit, m.telemetry)
+			c, callCtx := setup(b, m.kit, m.telemetry, m.security)
 			req := &greeterv1.SayHelloRequest{Name: "bench"}
 			b.ReportAllocs()
 			b.SetParallelism(parallelism)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
 					_, err := c.SayHello(ctx, req)
 					cancel()
 					if err != nil {
@@ -131,12 +187,12 @@ func BenchmarkUnary(b *testing.B) {
 func BenchmarkServerStream(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			c := setup(b, m.kit, m.telemetry)
+			c, callCtx := setup(b, m.kit, m.telemetry, m.security)
 			b.ReportAllocs()
 			b.SetParallelism(parallelism)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
-				ctx, cancel := context.WithCancel(context.Background())
+				ctx, cancel := context.WithCancel(callCtx)
 				defer cancel()
 				s, err := c.StreamGreetings(ctx, &greeterv1.StreamGreetingsRequest{Name: "bench", Count: greeter.MaxCount})
 				if err != nil {
