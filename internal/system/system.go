@@ -36,6 +36,13 @@ import (
 	"github.com/switchboard-rpc/switchboard/services/greeter"
 )
 
+// Component is a service opened by the runner: it registers its gRPC
+// implementations and validation rules, and closes what it started.
+type Component interface {
+	Register(s grpc.ServiceRegistrar, rules *validate.Set)
+	Close() error
+}
+
 // Service is one service as the runner sees it.
 type Service struct {
 	// Name is the service name: its certificate's identity and its port
@@ -43,22 +50,50 @@ type Service struct {
 	Name string
 	// Offset is the service's port relative to the base port.
 	Offset int
-	// Register registers the service's gRPC implementations and their
-	// validation rules.
-	Register func(s *server.Server, rules *validate.Set)
+	// Open builds the service from what env provides.
+	Open func(ctx context.Context, env *Env) (Component, error)
 	// Policy says who may call each method; everything else is denied.
 	Policy authz.Policy
 }
+
+// Env is what the runner gives a service it opens.
+type Env struct {
+	cfg    Config
+	name   string
+	logger *slog.Logger
+	dial   func(service string) (*grpc.ClientConn, error)
+	onStop []func() error
+}
+
+// Logger is the service's logger.
+func (e *Env) Logger() *slog.Logger { return e.logger }
+
+// Config is the run's configuration.
+func (e *Env) Config() Config { return e.cfg }
+
+// Dial returns a connection, as this service and over mTLS, to another
+// service of the run. The runner closes it when the run ends.
+func (e *Env) Dial(service string) (*grpc.ClientConn, error) { return e.dial(service) }
+
+// OnStop registers fn to run when the run stops, after the servers.
+func (e *Env) OnStop(fn func() error) { e.onStop = append(e.onStop, fn) }
+
+// greeterComponent serves the greeter.
+type greeterComponent struct{}
+
+func (greeterComponent) Register(s grpc.ServiceRegistrar, rules *validate.Set) {
+	greeter.Rules(rules)
+	greeterv1.RegisterGreeterServer(s, &greeter.Service{})
+}
+
+func (greeterComponent) Close() error { return nil }
 
 // Services lists every service the runner knows, in port order.
 func Services() []Service {
 	return []Service{
 		{
 			Name: "greeter", Offset: 0,
-			Register: func(s *server.Server, rules *validate.Set) {
-				greeter.Rules(rules)
-				greeterv1.RegisterGreeterServer(s, &greeter.Service{})
-			},
+			Open: func(context.Context, *Env) (Component, error) { return greeterComponent{}, nil },
 			Policy: greeter.Policy(),
 		},
 	}
@@ -91,6 +126,10 @@ type Config struct {
 	// Drain is how long a stopping service reports NOT_SERVING before it
 	// stops taking calls.
 	Drain time.Duration
+	// Peers gives the addresses of services this run calls but does not
+	// serve, by name; a service not listed is looked for on Host at its
+	// slot.
+	Peers map[string]string
 	// Limits are the rate limits of every service.
 	Limits ratelimit.Limits
 	// ShutdownTimeout bounds the whole shutdown.
@@ -99,6 +138,19 @@ type Config struct {
 	Logger *slog.Logger
 	// Out receives the table of addresses once every service is ready.
 	Out io.Writer
+}
+
+// peer returns the address of a service that is not part of this run: from
+// Peers, else on Host at its slot from BasePort.
+func (c Config) peer(name string) (string, bool) {
+	if addr, ok := c.Peers[name]; ok {
+		return addr, true
+	}
+	svc, ok := Lookup(name)
+	if !ok {
+		return "", false
+	}
+	return c.addr(svc), true
 }
 
 // CertsDir is where the development PKI lives under the data directory.
@@ -155,18 +207,35 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		err = errors.Join(err, tel.Shutdown(sctx))
 	}()
 
+	// Bind every port first: a port in use fails the run at once, and the
+	// services can dial each other at the addresses actually bound.
 	var all []*running
 	defer func() {
 		for _, r := range all {
 			_ = r.lis.Close()
 		}
 	}()
+	book := map[string]string{}
 	for _, svc := range services {
-		r, err := start(cfg, tel, svc)
+		lis, err := net.Listen("tcp", cfg.addr(svc))
+		if err != nil {
+			return fmt.Errorf("%s: %w", svc.Name, err)
+		}
+		book[svc.Name] = lis.Addr().String()
+		all = append(all, &running{svc: svc, lis: lis, served: make(chan error, 1)})
+	}
+	var stops []func() error
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			err = errors.Join(err, stops[i]())
+		}
+	}()
+	for _, r := range all {
+		stop, err := open(ctx, cfg, tel, r, book)
+		stops = append(stops, stop)
 		if err != nil {
 			return err
 		}
-		all = append(all, r)
 	}
 
 	var metrics *http.Server
@@ -214,27 +283,61 @@ wait:
 	return errors.Join(serveErr, shutdown(ctx, cfg, all, metrics))
 }
 
-func start(cfg Config, tel *telemetry.Telemetry, svc Service) (*running, error) {
-	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), svc.Name), certs.WithLogger(cfg.Logger))
+// open builds r's server: its certificate, its component, its chain. The
+// returned function closes what open made, once the server has stopped.
+func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string) (func() error, error) {
+	svc := r.svc
+	logger := cfg.Logger.With(slog.String("service", svc.Name))
+	env := &Env{cfg: cfg, name: svc.Name, logger: logger}
+	stop := func() error {
+		var errs []error
+		for i := len(env.onStop) - 1; i >= 0; i-- {
+			errs = append(errs, env.onStop[i]())
+		}
+		return errors.Join(errs...)
+	}
+	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), svc.Name), certs.WithLogger(logger))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	if err := tel.Registry().Register(src.Collector()); err != nil {
-		return nil, fmt.Errorf("%s: certificate metrics: %w", svc.Name, err)
+		return stop, fmt.Errorf("%s: certificate metrics: %w", svc.Name, err)
 	}
+	env.dial = func(target string) (*grpc.ClientConn, error) {
+		addr, ok := book[target]
+		if !ok {
+			addr, ok = cfg.peer(target)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: no address for service %q", svc.Name, target)
+		}
+		conn, err := client.Dial("passthrough:///"+addr,
+			client.WithCredentials(certs.ClientCredentials(src, target)),
+			client.WithTelemetry(tel))
+		if err != nil {
+			return nil, err
+		}
+		env.OnStop(conn.Close)
+		return conn, nil
+	}
+	comp, err := svc.Open(ctx, env)
+	if err != nil {
+		return stop, fmt.Errorf("%s: %w", svc.Name, err)
+	}
+	env.OnStop(comp.Close)
 	policy, err := authz.New(svc.Policy)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	limiter, err := ratelimit.New(cfg.Limits)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	rules := validate.NewSet()
 	srv, err := server.New(
 		server.WithCredentials(certs.ServerCredentials(src)),
 		server.WithTelemetry(tel),
-		server.WithLogger(cfg.Logger.With(slog.String("service", svc.Name))),
+		server.WithLogger(logger),
 		server.WithValidator(rules),
 		server.WithAuthenticator(serviceIdentity),
 		server.WithAuthorizer(policy.Authorize),
@@ -243,14 +346,11 @@ func start(cfg Config, tel *telemetry.Telemetry, svc Service) (*running, error) 
 		server.WithShutdown(cfg.Drain, cfg.ShutdownTimeout),
 	)
 	if err != nil {
-		return nil, err
+		return stop, err
 	}
-	svc.Register(srv, rules)
-	lis, err := net.Listen("tcp", cfg.addr(svc))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", svc.Name, err)
-	}
-	return &running{svc: svc, srv: srv, lis: lis, served: make(chan error, 1)}, nil
+	comp.Register(srv, rules)
+	r.srv = srv
+	return stop, nil
 }
 
 // serviceIdentity puts the calling service, from its verified certificate,
