@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
@@ -34,6 +36,7 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 	"github.com/switchboard-rpc/switchboard/services/greeter"
+	"github.com/switchboard-rpc/switchboard/services/shipping"
 )
 
 // Component is a service opened by the runner: it registers its gRPC
@@ -75,6 +78,25 @@ func (e *Env) Config() Config { return e.cfg }
 // service of the run. The runner closes it when the run ends.
 func (e *Env) Dial(service string) (*grpc.ClientConn, error) { return e.dial(service) }
 
+// DB opens the service's database, migrated by the service itself: the
+// Config's DatabaseURL when set, else a SQLite file <data>/<service>.db.
+// The runner closes it when the run ends.
+func (e *Env) DB(ctx context.Context) (*sqldb.DB, error) {
+	dsn := e.cfg.DatabaseURL
+	if dsn == "" {
+		if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		dsn = filepath.Join(e.cfg.DataDir, e.name+".db")
+	}
+	db, err := sqldb.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	e.OnStop(db.Close)
+	return db, nil
+}
+
 // OnStop registers fn to run when the run stops, after the servers.
 func (e *Env) OnStop(fn func() error) { e.onStop = append(e.onStop, fn) }
 
@@ -93,8 +115,19 @@ func Services() []Service {
 	return []Service{
 		{
 			Name: "greeter", Offset: 0,
-			Open: func(context.Context, *Env) (Component, error) { return greeterComponent{}, nil },
+			Open:   func(context.Context, *Env) (Component, error) { return greeterComponent{}, nil },
 			Policy: greeter.Policy(),
+		},
+		{
+			Name: "shipping", Offset: 5,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return shipping.Open(ctx, db, shipping.Config{}, env.Logger())
+			},
+			Policy: shipping.Policy(),
 		},
 	}
 }
@@ -126,6 +159,9 @@ type Config struct {
 	// Drain is how long a stopping service reports NOT_SERVING before it
 	// stops taking calls.
 	Drain time.Duration
+	// DatabaseURL is the database of a service run alone ("postgres://...");
+	// empty means a SQLite file per service under DataDir.
+	DatabaseURL string
 	// Peers gives the addresses of services this run calls but does not
 	// serve, by name; a service not listed is looked for on Host at its
 	// slot.
