@@ -36,6 +36,7 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 	"github.com/switchboard-rpc/switchboard/services/greeter"
+	"github.com/switchboard-rpc/switchboard/services/inventory"
 	"github.com/switchboard-rpc/switchboard/services/shipping"
 )
 
@@ -117,6 +118,24 @@ func Services() []Service {
 			Name: "greeter", Offset: 0,
 			Open:   func(context.Context, *Env) (Component, error) { return greeterComponent{}, nil },
 			Policy: greeter.Policy(),
+		},
+		{
+			Name: "inventory", Offset: 2,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				svc, err := inventory.Open(ctx, db, inventory.Config{}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				if err := svc.Seed(ctx, demoCatalog()); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
+			},
+			Policy: inventory.Policy(),
 		},
 		{
 			Name: "shipping", Offset: 5,
