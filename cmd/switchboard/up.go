@@ -24,6 +24,7 @@ type runFlags struct {
 	drain, shutdownTimeout time.Duration
 	rate                   float64
 	burst                  int
+	redis, database        string
 }
 
 func (f *runFlags) add(cmd *cobra.Command) {
@@ -37,6 +38,8 @@ func (f *runFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.drain, "drain", 500*time.Millisecond, "how long a stopping service reports NOT_SERVING before it stops taking calls")
+	fs.StringVar(&f.redis, "redis", "", "Redis URL for revoked tokens shared by all processes (empty: in this process)")
+	fs.StringVar(&f.database, "database-url", "", "database of a service run alone: postgres://... (empty: SQLite under --data)")
 	fs.Float64Var(&f.rate, "rate-limit", 200, "calls per second each caller may make to each service (0: unlimited)")
 	fs.IntVar(&f.burst, "rate-burst", 400, "calls a caller may make at once above --rate-limit")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on a graceful shutdown")
@@ -64,6 +67,8 @@ func (f *runFlags) resolve(cmd *cobra.Command, stdout io.Writer) (system.Config,
 		OTLPEndpoint:    f.otlp,
 		Drain:           f.drain,
 		ShutdownTimeout: f.shutdownTimeout,
+		RedisURL:        f.redis,
+		DatabaseURL:     f.database,
 		Limits:          ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: f.rate, Burst: f.burst}},
 		Logger:          telemetry.NewLogger(cmd.ErrOrStderr(), format, level),
 		Out:             stdout,
@@ -103,6 +108,9 @@ SWITCHBOARD_BASE_PORT=7200) or in the YAML file given by --config.`,
 			cfg, err := f.resolve(cmd, cmd.OutOrStdout())
 			if err != nil {
 				return err
+			}
+			if cfg.DatabaseURL != "" {
+				return errBadFlag("database-url", cfg.DatabaseURL, "empty for up: each service keeps its own SQLite file (use serve for PostgreSQL)")
 			}
 			return system.Run(cmd.Context(), cfg, system.Services())
 		},

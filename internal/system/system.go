@@ -21,22 +21,27 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/kit/auth"
+	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
-	"github.com/switchboard-rpc/switchboard/kit/identity"
 	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 	"github.com/switchboard-rpc/switchboard/services/greeter"
+	"github.com/switchboard-rpc/switchboard/services/identity"
 	"github.com/switchboard-rpc/switchboard/services/inventory"
+	"github.com/switchboard-rpc/switchboard/services/payment"
 	"github.com/switchboard-rpc/switchboard/services/shipping"
 )
 
@@ -62,11 +67,15 @@ type Service struct {
 
 // Env is what the runner gives a service it opens.
 type Env struct {
-	cfg    Config
-	name   string
-	logger *slog.Logger
-	dial   func(service string) (*grpc.ClientConn, error)
-	onStop []func() error
+	cfg         Config
+	name        string
+	logger      *slog.Logger
+	dial        func(service string) (*grpc.ClientConn, error)
+	onStop      []func() error
+	revocations auth.Revocations
+	// keys verifies access tokens: the identity service sets its own
+	// issuer; other services fetch the keys from identity.
+	keys auth.KeySource
 }
 
 // Logger is the service's logger.
@@ -120,6 +129,25 @@ func Services() []Service {
 			Policy: greeter.Policy(),
 		},
 		{
+			Name: "identity", Offset: 1,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				svc, err := identity.Open(ctx, db, identity.Config{
+					KeyFile:     filepath.Join(env.cfg.DataDir, "identity-signing-keys.pem"),
+					Revocations: env.revocations,
+				}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				env.keys = svc.Issuer()
+				return svc, nil
+			},
+			Policy: identity.Policy(),
+		},
+		{
 			Name: "inventory", Offset: 2,
 			Open: func(ctx context.Context, env *Env) (Component, error) {
 				db, err := env.DB(ctx)
@@ -136,6 +164,17 @@ func Services() []Service {
 				return svc, nil
 			},
 			Policy: inventory.Policy(),
+		},
+		{
+			Name: "payment", Offset: 3,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return payment.Open(ctx, db, payment.Config{}, env.Logger())
+			},
+			Policy: payment.Policy(),
 		},
 		{
 			Name: "shipping", Offset: 5,
@@ -181,6 +220,10 @@ type Config struct {
 	// DatabaseURL is the database of a service run alone ("postgres://...");
 	// empty means a SQLite file per service under DataDir.
 	DatabaseURL string
+	// RedisURL ("redis://host:6379/0") holds revoked access tokens, shared
+	// by every process; empty keeps them in this process, which is right
+	// only when one process runs every service.
+	RedisURL string
 	// Peers gives the addresses of services this run calls but does not
 	// serve, by name; a service not listed is looked for on Host at its
 	// slot.
@@ -279,6 +322,11 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		book[svc.Name] = lis.Addr().String()
 		all = append(all, &running{svc: svc, lis: lis, served: make(chan error, 1)})
 	}
+	revocations, closeRevocations, err := newRevocations(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeRevocations()) }()
 	var stops []func() error
 	defer func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -286,7 +334,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		}
 	}()
 	for _, r := range all {
-		stop, err := open(ctx, cfg, tel, r, book)
+		stop, err := open(ctx, cfg, tel, r, book, revocations)
 		stops = append(stops, stop)
 		if err != nil {
 			return err
@@ -340,10 +388,10 @@ wait:
 
 // open builds r's server: its certificate, its component, its chain. The
 // returned function closes what open made, once the server has stopped.
-func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string) (func() error, error) {
+func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string, revocations auth.Revocations) (func() error, error) {
 	svc := r.svc
 	logger := cfg.Logger.With(slog.String("service", svc.Name))
-	env := &Env{cfg: cfg, name: svc.Name, logger: logger}
+	env := &Env{cfg: cfg, name: svc.Name, logger: logger, revocations: revocations}
 	stop := func() error {
 		var errs []error
 		for i := len(env.onStop) - 1; i >= 0; i-- {
@@ -380,6 +428,19 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	env.OnStop(comp.Close)
+	keys := env.keys
+	if keys == nil {
+		conn, err := env.Dial("identity")
+		if err != nil {
+			return stop, err
+		}
+		keys = identity.JWKSFromClient(identityv1.NewIdentityServiceClient(conn))
+	}
+	verifier, err := auth.NewVerifier(keys, auth.DefaultIssuer, auth.DefaultAudience,
+		auth.WithRevocations(revocations), auth.WithLogger(logger))
+	if err != nil {
+		return stop, fmt.Errorf("%s: %w", svc.Name, err)
+	}
 	policy, err := authz.New(svc.Policy)
 	if err != nil {
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
@@ -394,7 +455,9 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 		server.WithTelemetry(tel),
 		server.WithLogger(logger),
 		server.WithValidator(rules),
-		server.WithAuthenticator(serviceIdentity),
+		// The calling service from its certificate, the user from a
+		// verified access token.
+		server.WithAuthenticator(verifier.Authenticator()),
 		server.WithAuthorizer(policy.Authorize),
 		server.WithLimiter(limiter.Limit),
 		server.WithAccessLog(telemetry.AccessLogOptions{Identity: peerName}),
@@ -406,15 +469,6 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 	comp.Register(srv, rules)
 	r.srv = srv
 	return stop, nil
-}
-
-// serviceIdentity puts the calling service, from its verified certificate,
-// in the context.
-func serviceIdentity(ctx context.Context, _ server.Call) (context.Context, error) {
-	if svc, ok := certs.ServiceFromPeer(ctx); ok {
-		return identity.WithService(ctx, svc), nil
-	}
-	return ctx, nil
 }
 
 // peerName names the caller in the access log: its service identity when
@@ -521,4 +575,24 @@ func shutdown(ctx context.Context, cfg Config, all []*running, metrics *http.Ser
 		errs = append(errs, metrics.Shutdown(sctx))
 	}
 	return errors.Join(errs...)
+}
+
+// newRevocations returns the store of revoked access tokens: Redis when
+// configured, else one in-process store shared by the run's services.
+func newRevocations(ctx context.Context, cfg Config) (auth.Revocations, func() error, error) {
+	if cfg.RedisURL == "" {
+		return revocation.NewMemory(0), func() error { return nil }, nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redis: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, nil, fmt.Errorf("redis: %w", err)
+	}
+	return revocation.NewRedis(rdb, "switchboard:"), rdb.Close, nil
 }

@@ -13,8 +13,14 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
+	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
+	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
 )
@@ -143,4 +149,65 @@ func TestRunFailsFastWhenAPortIsTaken(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), strconv.Itoa(cfg.BasePort)) {
 		t.Errorf("Run on a taken port = %v, want an error naming the port", err)
 	}
+}
+
+func TestUsersSignInAndCallServicesWithTheirToken(t *testing.T) {
+	dir := t.TempDir()
+	addrs, stop := runAll(t, testConfig(t, dir, &syncBuffer{}))
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	src, err := certs.NewSource(certs.FilesIn(dir+"/certs", certs.OperatorName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialAs := func(service string) *grpc.ClientConn {
+		conn, err := client.Dial("passthrough:///"+addrs[service], client.WithCredentials(certs.ClientCredentials(src, service)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	ctx := t.Context()
+	id := identityv1.NewIdentityServiceClient(dialAs("identity"))
+	if _, err := id.Register(ctx, &identityv1.RegisterRequest{Email: "ada@example.com", Password: "correct horse battery", DisplayName: "Ada"}); err != nil {
+		t.Fatal(err)
+	}
+	login, err := id.Login(ctx, &identityv1.LoginRequest{Email: "ada@example.com", Password: "correct horse battery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := inventoryv1.NewInventoryServiceClient(dialAs("inventory"))
+	tests := []struct {
+		name  string
+		token string
+		want  codes.Code
+	}{
+		{"the user's token", login.GetAccessToken(), codes.OK},
+		{"a forged token", login.GetAccessToken()[:len(login.GetAccessToken())-4] + "AAAA", codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		callCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tt.token)
+		resp, err := inv.GetItem(callCtx, &inventoryv1.GetItemRequest{ItemId: "sku-mug"})
+		if got := grpcstatus.Code(err); got != tt.want {
+			t.Errorf("GetItem with %s = %v, want %v", tt.name, err, tt.want)
+		}
+		if err == nil && resp.GetItem().GetAvailable() <= 0 {
+			t.Errorf("GetItem(sku-mug) = %v, want the seeded demo item in stock", resp.GetItem())
+		}
+	}
+}
+
+// runAll starts every service and returns their addresses by name.
+func runAll(t *testing.T, cfg Config) (map[string]string, func() error) {
+	t.Helper()
+	_, stop := runUntilReady(t, cfg)
+	addrs := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(127\.0\.0\.1:\d+)$`).FindAllStringSubmatch(cfg.Out.(*syncBuffer).String(), -1) {
+		addrs[m[1]] = m[2]
+	}
+	return addrs, stop
 }

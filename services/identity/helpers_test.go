@@ -1,0 +1,263 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
+	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
+	"github.com/switchboard-rpc/switchboard/kit/auth"
+	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
+	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/client"
+	"github.com/switchboard-rpc/switchboard/kit/identity"
+	"github.com/switchboard-rpc/switchboard/kit/server"
+	"github.com/switchboard-rpc/switchboard/kit/status"
+	"github.com/switchboard-rpc/switchboard/kit/validate"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// t0 is the start of every fake clock.
+var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// clock is a settable time source, safe for concurrent use.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(t0.UnixNano())
+	return c
+}
+
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// testServiceHeader names the calling service in the tests' metadata; the
+// test authenticator trusts it as a verified certificate would be.
+const testServiceHeader = "x-test-service"
+
+// testAuthenticator is the real bearer-token authenticator of v, plus the
+// calling service taken from testServiceHeader: tests have no mTLS.
+func testAuthenticator(v *auth.Verifier) server.Authenticator {
+	base := v.Authenticator()
+	return func(ctx context.Context, call server.Call) (context.Context, error) {
+		ctx, err := base(ctx, call)
+		if err != nil {
+			return ctx, err
+		}
+		if names := metadata.ValueFromIncomingContext(ctx, testServiceHeader); len(names) == 1 {
+			ctx = identity.WithService(ctx, &identity.Service{Name: names[0]})
+		}
+		return ctx, nil
+	}
+}
+
+// env is the identity service served by kit/server on loopback, with the
+// test authenticator, the service's rules and authz.New(Policy()).
+type env struct {
+	svc         *Service
+	client      identityv1.IdentityServiceClient
+	verifier    *auth.Verifier // keys from GetJwks over gRPC, revocations shared with svc
+	revocations *revocation.Memory
+	clock       *clock
+	db          *sqldb.DB
+}
+
+// newEnv serves a service on db; edit may change its Config.
+func newEnv(t *testing.T, db *sqldb.DB, edit func(*Config)) *env {
+	t.Helper()
+	e := &env{revocations: revocation.NewMemory(0), clock: newClock(), db: db}
+	cfg := Config{Revocations: e.revocations, InsecureTestHashing: true, now: e.clock.Now}
+	if edit != nil {
+		edit(&cfg)
+	}
+	svc, err := Open(t.Context(), db, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	e.svc = svc
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, lis.Addr().String())
+	e.client = identityv1.NewIdentityServiceClient(conn)
+
+	// The Verifier gets its keys the way every service does: GetJwks over
+	// gRPC, as the order service.
+	jwksConn := dial(t, lis.Addr().String(), client.WithUnaryInterceptors(asService("order")))
+	e.verifier, err = auth.NewVerifier(JWKSFromClient(identityv1.NewIdentityServiceClient(jwksConn)),
+		auth.DefaultIssuer, auth.DefaultAudience, auth.WithRevocations(e.revocations), auth.WithRefreshInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorizer, err := authz.New(Policy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := validate.NewSet()
+	srv, err := server.New(
+		server.WithInsecure(),
+		server.WithValidator(rules),
+		server.WithAuthenticator(testAuthenticator(e.verifier)),
+		server.WithAuthorizer(authorizer.Authorize),
+		server.WithShutdown(0, 5*time.Second),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Register(srv, rules)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return e
+}
+
+func dial(t *testing.T, addr string, opts ...client.Option) *grpc.ClientConn {
+	t.Helper()
+	conn, err := client.Dial("passthrough:///"+addr, append([]client.Option{client.WithInsecure()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// asService is a client interceptor that names the calling service.
+func asService(name string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.AppendToOutgoingContext(ctx, testServiceHeader, name), method, req, reply, cc, opts...)
+	}
+}
+
+// caller returns a context for a call from service (none when ""), with
+// the access token when it is not "".
+func caller(t *testing.T, service, token string) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	var kv []string
+	if service != "" {
+		kv = append(kv, testServiceHeader, service)
+	}
+	if token != "" {
+		kv = append(kv, "authorization", "Bearer "+token)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
+}
+
+// gw is a call through the gateway, without a user.
+func gw(t *testing.T) context.Context { return caller(t, "gateway", "") }
+
+// onBoth runs fn on a fresh database of each engine.
+func onBoth(t *testing.T, fn func(t *testing.T, db *sqldb.DB)) {
+	t.Helper()
+	sqltest.Each(t, nil, "", fn)
+}
+
+// newDB returns a fresh SQLite database.
+func newDB(t *testing.T) *sqldb.DB {
+	t.Helper()
+	return sqltest.New(t, sqldb.SQLite, nil, "")
+}
+
+// wantStatus fails t unless err is a status with code and, when reason is
+// not "", that reason in domain (Domain unless the reason is the kit's).
+func wantStatus(t *testing.T, what string, err error, code codes.Code, reason string) {
+	t.Helper()
+	st, ok := grpcstatus.FromError(err)
+	if err == nil || !ok {
+		t.Fatalf("%s: error = %v, want %v", what, err, code)
+	}
+	if st.Code() != code {
+		t.Fatalf("%s: code = %v, want %v (%v)", what, st.Code(), code, err)
+	}
+	if reason != "" {
+		if got := status.Reason(err); got != reason {
+			t.Errorf("%s: reason = %q, want %q", what, got, reason)
+		}
+	}
+}
+
+// register registers a user with a password and returns it.
+func (e *env) register(t *testing.T, email, password string) *identityv1.User {
+	t.Helper()
+	resp, err := e.client.Register(gw(t), &identityv1.RegisterRequest{
+		Email: email, Password: password, DisplayName: "Test User",
+	})
+	if err != nil {
+		t.Fatalf("Register(%q): %v", email, err)
+	}
+	return resp.GetUser()
+}
+
+// login logs in and returns the response.
+func (e *env) login(t *testing.T, email, password string) *identityv1.LoginResponse {
+	t.Helper()
+	resp, err := e.client.Login(gw(t), &identityv1.LoginRequest{Email: email, Password: password})
+	if err != nil {
+		t.Fatalf("Login(%q): %v", email, err)
+	}
+	return resp
+}
+
+// protoDiff compares protos.
+func protoDiff(want, got any) string { return cmp.Diff(want, got, protocmp.Transform()) }
+
+// testRedis returns a client of the machine's Redis and a random key
+// prefix; the keys under it are deleted and the client closed at the end
+// of the test. Without Redis the test is skipped, or fails under CI=true.
+func testRedis(t *testing.T) (*redis.Client, string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DialTimeout: time.Second, MaxRetries: -1})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Redis at 127.0.0.1:6379 is unreachable (%v); CI=true requires it", err)
+		}
+		t.Skipf("Redis at 127.0.0.1:6379 is unreachable (%v); with CI=true this fails", err)
+	}
+	prefix := "test:identity:" + rand.Text() + ":"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		keys, err := c.Keys(ctx, prefix+"*").Result()
+		if err == nil && len(keys) > 0 {
+			err = c.Del(ctx, keys...).Err()
+		}
+		if err != nil {
+			t.Errorf("deleting the test's Redis keys: %v", err)
+		}
+		_ = c.Close()
+	})
+	return c, prefix
+}
