@@ -25,6 +25,7 @@ type runFlags struct {
 	rate                   float64
 	burst                  int
 	redis, database        string
+	carrierStep            time.Duration
 }
 
 func (f *runFlags) add(cmd *cobra.Command) {
@@ -40,6 +41,7 @@ func (f *runFlags) add(cmd *cobra.Command) {
 	fs.DurationVar(&f.drain, "drain", 500*time.Millisecond, "how long a stopping service reports NOT_SERVING before it stops taking calls")
 	fs.StringVar(&f.redis, "redis", "", "Redis URL for revoked tokens shared by all processes (empty: in this process)")
 	fs.StringVar(&f.database, "database-url", "", "database of a service run alone: postgres://... (empty: SQLite under --data)")
+	fs.DurationVar(&f.carrierStep, "carrier-step", 2*time.Second, "how long the simulated carrier takes per shipment status")
 	fs.Float64Var(&f.rate, "rate-limit", 200, "calls per second each caller may make to each service (0: unlimited)")
 	fs.IntVar(&f.burst, "rate-burst", 400, "calls a caller may make at once above --rate-limit")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on a graceful shutdown")
@@ -68,6 +70,7 @@ func (f *runFlags) resolve(cmd *cobra.Command, stdout io.Writer) (system.Config,
 		Drain:           f.drain,
 		ShutdownTimeout: f.shutdownTimeout,
 		RedisURL:        f.redis,
+		CarrierStep:     f.carrierStep,
 		DatabaseURL:     f.database,
 		Limits:          ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: f.rate, Burst: f.burst}},
 		Logger:          telemetry.NewLogger(cmd.ErrOrStderr(), format, level),

@@ -28,6 +28,9 @@ import (
 
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
+	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
+	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
+	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/auth"
 	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
@@ -41,6 +44,7 @@ import (
 	"github.com/switchboard-rpc/switchboard/services/greeter"
 	"github.com/switchboard-rpc/switchboard/services/identity"
 	"github.com/switchboard-rpc/switchboard/services/inventory"
+	"github.com/switchboard-rpc/switchboard/services/order"
 	"github.com/switchboard-rpc/switchboard/services/payment"
 	"github.com/switchboard-rpc/switchboard/services/shipping"
 )
@@ -76,6 +80,25 @@ type Env struct {
 	// keys verifies access tokens: the identity service sets its own
 	// issuer; other services fetch the keys from identity.
 	keys auth.KeySource
+	// local holds the components of this run, for in-process hooks
+	// between services until events carry them (see Local).
+	local *locals
+}
+
+// locals are the components opened so far in this run.
+type locals struct {
+	mu    sync.Mutex
+	comps map[string]Component
+}
+
+// Local returns the component of another service of this run, if it runs
+// in this process. Hooks look it up when they fire, so the order services
+// open in does not matter.
+func (e *Env) Local(service string) (Component, bool) {
+	e.local.mu.Lock()
+	defer e.local.mu.Unlock()
+	c, ok := e.local.comps[service]
+	return c, ok
 }
 
 // Logger is the service's logger.
@@ -183,9 +206,57 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				return shipping.Open(ctx, db, shipping.Config{}, env.Logger())
+				return shipping.Open(ctx, db, shipping.Config{
+					StepInterval: env.cfg.CarrierStep,
+					// Until events carry it, the carrier's progress reaches
+					// an order service in this process directly.
+					OnStatusChange: func(ctx context.Context, _, orderID string, _, to shippingv1.ShipmentStatus) {
+						if c, ok := env.Local("order"); ok {
+							if err := c.(*order.Service).ShipmentStatusChanged(ctx, orderID, to); err != nil {
+								env.Logger().LogAttrs(ctx, slog.LevelWarn, "order did not take the shipment's status",
+									slog.String("order_id", orderID), slog.String("error", err.Error()))
+							}
+						}
+					},
+				}, env.Logger())
 			},
 			Policy: shipping.Policy(),
+		},
+		{
+			Name: "order", Offset: 4,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				inv, err := env.Dial("inventory")
+				if err != nil {
+					return nil, err
+				}
+				pay, err := env.Dial("payment")
+				if err != nil {
+					return nil, err
+				}
+				ship, err := env.Dial("shipping")
+				if err != nil {
+					return nil, err
+				}
+				return order.Open(ctx, db, order.Config{
+					Inventory: inventoryv1.NewInventoryServiceClient(inv),
+					Payment:   paymentv1.NewPaymentServiceClient(pay),
+					Shipping:  shippingv1.NewShippingServiceClient(ship),
+					// A confirmed order's parcel may be picked up.
+					OnConfirmed: func(ctx context.Context, orderID, _ string) {
+						if c, ok := env.Local("shipping"); ok {
+							if err := c.(*shipping.Service).Release(ctx, orderID); err != nil {
+								env.Logger().LogAttrs(ctx, slog.LevelWarn, "releasing the shipment failed",
+									slog.String("order_id", orderID), slog.String("error", err.Error()))
+							}
+						}
+					},
+				}, env.Logger())
+			},
+			Policy: order.Policy(),
 		},
 	}
 }
@@ -220,6 +291,9 @@ type Config struct {
 	// DatabaseURL is the database of a service run alone ("postgres://...");
 	// empty means a SQLite file per service under DataDir.
 	DatabaseURL string
+	// CarrierStep is how long the simulated carrier takes per shipment
+	// status; zero means shipping's default.
+	CarrierStep time.Duration
 	// RedisURL ("redis://host:6379/0") holds revoked access tokens, shared
 	// by every process; empty keeps them in this process, which is right
 	// only when one process runs every service.
@@ -327,6 +401,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeRevocations()) }()
+	local := &locals{comps: map[string]Component{}}
 	var stops []func() error
 	defer func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -334,7 +409,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		}
 	}()
 	for _, r := range all {
-		stop, err := open(ctx, cfg, tel, r, book, revocations)
+		stop, err := open(ctx, cfg, tel, r, book, revocations, local)
 		stops = append(stops, stop)
 		if err != nil {
 			return err
@@ -357,8 +432,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		go func() { r.served <- r.srv.Serve(r.lis) }()
 	}
 	if err := ready(ctx, cfg, all); err != nil {
-		shutdown(ctx, cfg, all, metrics)
-		return err
+		return errors.Join(err, shutdown(ctx, cfg, all, metrics))
 	}
 	printTable(cfg, all, time.Since(begin))
 	log.LogAttrs(ctx, slog.LevelInfo, "switchboard ready", slog.Int("services", len(all)), slog.Duration("took", time.Since(begin)))
@@ -388,10 +462,10 @@ wait:
 
 // open builds r's server: its certificate, its component, its chain. The
 // returned function closes what open made, once the server has stopped.
-func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string, revocations auth.Revocations) (func() error, error) {
+func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string, revocations auth.Revocations, local *locals) (func() error, error) {
 	svc := r.svc
 	logger := cfg.Logger.With(slog.String("service", svc.Name))
-	env := &Env{cfg: cfg, name: svc.Name, logger: logger, revocations: revocations}
+	env := &Env{cfg: cfg, name: svc.Name, logger: logger, revocations: revocations, local: local}
 	stop := func() error {
 		var errs []error
 		for i := len(env.onStop) - 1; i >= 0; i-- {
@@ -428,6 +502,9 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	env.OnStop(comp.Close)
+	local.mu.Lock()
+	local.comps[svc.Name] = comp
+	local.mu.Unlock()
 	keys := env.keys
 	if keys == nil {
 		conn, err := env.Dial("identity")

@@ -21,6 +21,9 @@ import (
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
 	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
+	orderv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/order/v1"
+	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
+	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
 )
@@ -45,7 +48,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func testConfig(t *testing.T, dir string, out *syncBuffer) Config {
+func testConfig(dir string, out *syncBuffer) Config {
 	return Config{
 		DataDir:         dir,
 		Host:            "127.0.0.1",
@@ -98,7 +101,7 @@ func runUntilReady(t *testing.T, cfg Config) (addr string, stop func() error) {
 func TestRunServesOverMTLSAndStopsCleanly(t *testing.T) {
 	dir := t.TempDir()
 	out := &syncBuffer{}
-	addr, stop := runUntilReady(t, testConfig(t, dir, out))
+	addr, stop := runUntilReady(t, testConfig(dir, out))
 
 	src, err := certs.NewSource(certs.FilesIn(dir+"/certs", certs.OperatorName))
 	if err != nil {
@@ -119,7 +122,7 @@ func TestRunServesOverMTLSAndStopsCleanly(t *testing.T) {
 
 	// A second start reuses the certificates.
 	first := certSerial(t, dir)
-	_, stop = runUntilReady(t, testConfig(t, dir, &syncBuffer{}))
+	_, stop = runUntilReady(t, testConfig(dir, &syncBuffer{}))
 	if err := stop(); err != nil {
 		t.Errorf("second Run = %v", err)
 	}
@@ -143,7 +146,7 @@ func TestRunFailsFastWhenAPortIsTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = lis.Close() }()
-	cfg := testConfig(t, t.TempDir(), &syncBuffer{})
+	cfg := testConfig(t.TempDir(), &syncBuffer{})
 	cfg.BasePort = lis.Addr().(*net.TCPAddr).Port
 	err = Run(t.Context(), cfg, Services())
 	if err == nil || !strings.Contains(err.Error(), strconv.Itoa(cfg.BasePort)) {
@@ -153,7 +156,7 @@ func TestRunFailsFastWhenAPortIsTaken(t *testing.T) {
 
 func TestUsersSignInAndCallServicesWithTheirToken(t *testing.T) {
 	dir := t.TempDir()
-	addrs, stop := runAll(t, testConfig(t, dir, &syncBuffer{}))
+	addrs, stop := runAll(t, testConfig(dir, &syncBuffer{}))
 	defer func() {
 		if err := stop(); err != nil {
 			t.Errorf("Run = %v", err)
@@ -210,4 +213,88 @@ func runAll(t *testing.T, cfg Config) (map[string]string, func() error) {
 		addrs[m[1]] = m[2]
 	}
 	return addrs, stop
+}
+
+// The whole story across five services over mTLS: a user registers, gets
+// an account, orders, and the order is confirmed, shipped and delivered.
+func TestOrderIsPlacedConfirmedAndDelivered(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir, &syncBuffer{})
+	cfg.CarrierStep = 20 * time.Millisecond
+	addrs, stop := runAll(t, cfg)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	src, err := certs.NewSource(certs.FilesIn(dir+"/certs", certs.OperatorName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialAs := func(service string) *grpc.ClientConn {
+		conn, err := client.Dial("passthrough:///"+addrs[service], client.WithCredentials(certs.ClientCredentials(src, service)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	id := identityv1.NewIdentityServiceClient(dialAs("identity"))
+	reg, err := id.Register(ctx, &identityv1.RegisterRequest{Email: "bo@example.com", Password: "correct horse battery", DisplayName: "Bo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, err := id.Login(ctx, &identityv1.LoginRequest{Email: "bo@example.com", Password: "correct horse battery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pay := paymentv1.NewPaymentServiceClient(dialAs("payment"))
+	if _, err := pay.OpenAccount(ctx, &paymentv1.OpenAccountRequest{
+		IdempotencyKey: "open-bo", OwnerId: reg.GetUser().GetUserId(), CurrencyCode: "USD",
+		OpeningCredit: &typev1.Money{AmountMinor: 10000, CurrencyCode: "USD"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	userCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
+	orders := orderv1.NewOrderServiceClient(dialAs("order"))
+	placed, err := orders.PlaceOrder(userCtx, &orderv1.PlaceOrderRequest{
+		IdempotencyKey: "first-order",
+		Lines:          []*orderv1.OrderLine{{ItemId: "sku-mug", Quantity: 2}},
+		ShippingAddress: &typev1.PostalAddress{
+			Recipient: "Bo", Line1: "1 Main St", City: "Springfield", PostalCode: "12345", CountryCode: "US",
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := placed.GetOrder().GetStatus(); got != orderv1.OrderStatus_ORDER_STATUS_CONFIRMED {
+		t.Fatalf("PlaceOrder = %v (%s), want CONFIRMED", got, placed.GetOrder().GetCancelReason())
+	}
+	if got := placed.GetOrder().GetTotal().GetAmountMinor(); got != 2400 {
+		t.Errorf("total = %d, want 2400 (2 x 1200)", got)
+	}
+	watch, err := orders.WatchOrder(userCtx, &orderv1.WatchOrderRequest{OrderId: placed.GetOrder().GetOrderId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last orderv1.OrderStatus
+	for {
+		m, err := watch.Recv()
+		if err != nil {
+			break
+		}
+		last = m.GetOrder().GetStatus()
+	}
+	if last != orderv1.OrderStatus_ORDER_STATUS_DELIVERED {
+		t.Errorf("WatchOrder ended at %v, want DELIVERED", last)
+	}
+	acct, err := pay.GetAccount(ctx, &paymentv1.GetAccountRequest{OwnerId: reg.GetUser().GetUserId(), CurrencyCode: "USD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := acct.GetAccount().GetBalance().GetAmountMinor(); got != 10000-2400 {
+		t.Errorf("balance after the order = %d, want %d", got, 10000-2400)
+	}
 }
