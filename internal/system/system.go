@@ -111,11 +111,15 @@ func (e *Env) Config() Config { return e.cfg }
 // service of the run. The runner closes it when the run ends.
 func (e *Env) Dial(service string) (*grpc.ClientConn, error) { return e.dial(service) }
 
-// DB opens the service's database, migrated by the service itself: the
-// Config's DatabaseURL when set, else a SQLite file <data>/<service>.db.
+// DB opens the service's database, migrated by the service itself: its
+// entry in the Config's Databases, else DatabaseURL, else a SQLite file
+// <data>/<service>.db.
 // The runner closes it when the run ends.
 func (e *Env) DB(ctx context.Context) (*sqldb.DB, error) {
-	dsn := e.cfg.DatabaseURL
+	dsn := e.cfg.Databases[e.name]
+	if dsn == "" {
+		dsn = e.cfg.DatabaseURL
+	}
 	if dsn == "" {
 		if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
 			return nil, err
@@ -291,6 +295,10 @@ type Config struct {
 	// DatabaseURL is the database of a service run alone ("postgres://...");
 	// empty means a SQLite file per service under DataDir.
 	DatabaseURL string
+	// Databases gives some services a database of their own by name,
+	// overriding DatabaseURL: how one process runs every service on
+	// PostgreSQL.
+	Databases map[string]string
 	// CarrierStep is how long the simulated carrier takes per shipment
 	// status; zero means shipping's default.
 	CarrierStep time.Duration
