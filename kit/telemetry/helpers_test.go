@@ -134,6 +134,12 @@ func requestIDStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, ha
 // a client dialled with dialOpts. Both are stopped at cleanup, server last.
 func startGreeter(t testing.TB, g *greeter, srvOpts []grpc.ServerOption, dialOpts []grpc.DialOption) greeterv1.GreeterClient {
 	t.Helper()
+	return greeterv1.NewGreeterClient(startGreeterConn(t, g, srvOpts, dialOpts))
+}
+
+// startGreeterConn is startGreeter returning the ClientConn.
+func startGreeterConn(t testing.TB, g *greeter, srvOpts []grpc.ServerOption, dialOpts []grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +165,7 @@ func startGreeter(t testing.TB, g *greeter, srvOpts []grpc.ServerOption, dialOpt
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return greeterv1.NewGreeterClient(cc)
+	return cc
 }
 
 // testContext is t.Context with a timeout.

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,11 +31,15 @@ const (
 )
 
 // OtherMethod is the grpc.method value that methods beyond the first
-// MaxStreamMethods seen by one stream metrics handler are folded into.
+// MaxStreamMethods seen by one handler are folded into. The gRFC A66
+// metrics also use it, as grpc-go does, for methods a server has not
+// registered and for client calls made without grpc.StaticMethod (generic
+// calls through ClientConn.Invoke or NewStream).
 const OtherMethod = "other"
 
 // MaxStreamMethods bounds the number of distinct grpc.method values one
-// stream metrics handler records, so that a peer naming arbitrary methods
+// handler records, for the stream metrics and for the gRFC A66 metrics (on
+// the client side per target), so that a peer naming arbitrary methods
 // cannot grow its memory or the metrics' cardinality without end. Names
 // longer than maxMethodLen are folded into OtherMethod as well.
 const MaxStreamMethods = 512
@@ -51,6 +56,8 @@ var streamDurationBounds = []float64{
 	30, 60, 120, 300, 600, 1800, 3600,
 }
 
+// streamMetrics holds the stream metric instruments of one side and the
+// attributes of the methods it has seen. Its handler is [callMetrics].
 type streamMetrics struct {
 	side     string
 	active   metric.Int64UpDownCounter
@@ -58,9 +65,7 @@ type streamMetrics struct {
 	received metric.Int64Counter
 	duration metric.Float64Histogram
 
-	methods  sync.Map // full method name -> *methodAttrs
-	nMethods atomic.Int64
-	other    *methodAttrs
+	methods *boundedCache[*methodAttrs] // by full method name
 }
 
 // methodAttrs holds the precomputed measurement options for one method, so
@@ -70,17 +75,6 @@ type methodAttrs struct {
 	record []metric.RecordOption
 }
 
-// rpcState is what TagRPC puts in a call's context. attrs is set by Begin
-// for streaming calls only; nil means "not measured".
-type rpcState struct {
-	method string
-	attrs  atomic.Pointer[methodAttrs]
-}
-
-type rpcStateKey struct{}
-
-var _ stats.Handler = (*streamMetrics)(nil)
-
 // NewStreamMetrics returns a gRPC stats handler that records, for streaming
 // calls only, the stream metrics: MetricStreamActive (Int64UpDownCounter),
 // MetricStreamMessagesSent and MetricStreamMessagesReceived (Int64Counter)
@@ -89,12 +83,24 @@ var _ stats.Handler = (*streamMetrics)(nil)
 // and side. side is SideServer or SideClient. On the client side every
 // attempt of a retried call counts as a stream of its own.
 //
-// Install it with grpc.StatsHandler or grpc.WithStatsHandler; [Telemetry]
-// does so in ServerOptions and DialOptions. It is safe for concurrent use,
-// holds nothing that needs closing, and records nothing once mp is shut
+// [Telemetry] does not install this handler: its ServerOptions and
+// DialOptions record the same stream metrics in the handler that also
+// records the gRFC A66 call metrics, so that a call carries one piece of
+// metrics state rather than two. NewStreamMetrics is for servers and
+// clients that want the stream metrics alone; install it with
+// grpc.StatsHandler or grpc.WithStatsHandler. It is safe for concurrent
+// use, holds nothing that needs closing, and records nothing once mp is shut
 // down. Recording a message allocates nothing beyond what the meter
 // provider does.
 func NewStreamMetrics(mp metric.MeterProvider, side string) (stats.Handler, error) {
+	m, err := newStreamInstruments(mp, side)
+	if err != nil {
+		return nil, err
+	}
+	return &callMetrics{client: side == SideClient, streams: m}, nil
+}
+
+func newStreamInstruments(mp metric.MeterProvider, side string) (*streamMetrics, error) {
 	if side != SideServer && side != SideClient {
 		return nil, fmt.Errorf("telemetry: stream metrics side %q, want %q or %q", side, SideServer, SideClient)
 	}
@@ -122,7 +128,8 @@ func NewStreamMetrics(mp metric.MeterProvider, side string) (stats.Handler, erro
 		metric.WithExplicitBucketBoundaries(streamDurationBounds...)); err != nil {
 		return nil, fmt.Errorf("telemetry: %s: %w", MetricStreamDuration, err)
 	}
-	m.other = m.newMethodAttrs(OtherMethod)
+	m.methods = newBoundedCache(MaxStreamMethods, maxMethodLen, m.newMethodAttrs(OtherMethod),
+		func(fullMethod string) *methodAttrs { return m.newMethodAttrs(strings.TrimPrefix(fullMethod, "/")) })
 	return m, nil
 }
 
@@ -134,63 +141,81 @@ func (m *streamMetrics) newMethodAttrs(method string) *methodAttrs {
 	return &methodAttrs{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}}
 }
 
-// lookup returns the attributes of fullMethod, creating them while fewer
-// than MaxStreamMethods exist. The bound may be overshot by the number of
-// concurrent first calls, never more.
-func (m *streamMetrics) lookup(fullMethod string) *methodAttrs {
-	if a, ok := m.methods.Load(fullMethod); ok {
-		return a.(*methodAttrs)
-	}
-	if len(fullMethod) > maxMethodLen || m.nMethods.Load() >= MaxStreamMethods {
-		return m.other
-	}
-	a, loaded := m.methods.LoadOrStore(fullMethod, m.newMethodAttrs(strings.TrimPrefix(fullMethod, "/")))
-	if !loaded {
-		m.nMethods.Add(1)
-	}
-	return a.(*methodAttrs)
+// begin counts a stream of fullMethod as active and returns its attributes.
+func (m *streamMetrics) begin(ctx context.Context, fullMethod string) *methodAttrs {
+	a := m.methods.get(fullMethod)
+	m.active.Add(ctx, 1, a.add...)
+	return a
 }
 
-// TagRPC implements stats.Handler.
-func (*streamMetrics) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	return context.WithValue(ctx, rpcStateKey{}, &rpcState{method: info.FullMethodName})
+// end counts the stream a (from begin) as ended.
+func (m *streamMetrics) end(ctx context.Context, a *methodAttrs, e *stats.End) {
+	m.active.Add(ctx, -1, a.add...)
+	m.duration.Record(ctx, e.EndTime.Sub(e.BeginTime).Seconds(), a.record...)
 }
 
-// HandleRPC implements stats.Handler.
-func (m *streamMetrics) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	st, _ := ctx.Value(rpcStateKey{}).(*rpcState)
-	if st == nil {
-		return
+// boundedCache maps keys to values made on first use, for at most max
+// keys; keys beyond those, and keys longer than maxLen, share the value
+// other. Lookups read an immutable map snapshot without locking; additions,
+// at most max of them, copy it under a mutex.
+type boundedCache[V any] struct {
+	snap   atomic.Pointer[map[string]V]
+	full   atomic.Bool // max keys are present: skip the mutex
+	mu     sync.Mutex  // serialises additions
+	max    int
+	maxLen int
+	other  V
+	mk     func(key string) V
+}
+
+func newBoundedCache[V any](maxKeys, maxLen int, other V, mk func(string) V) *boundedCache[V] {
+	return &boundedCache[V]{max: maxKeys, maxLen: maxLen, other: other, mk: mk}
+}
+
+// get returns the value of key, making it with c.mk if need be.
+func (c *boundedCache[V]) get(key string) V {
+	if v, ok := c.load(key); ok {
+		return v
 	}
-	switch s := s.(type) {
-	case *stats.Begin:
-		if !s.IsClientStream && !s.IsServerStream {
-			return // unary: covered by the gRFC A66 call metrics
-		}
-		a := m.lookup(st.method)
-		st.attrs.Store(a)
-		m.active.Add(ctx, 1, a.add...)
-	case *stats.OutPayload:
-		if a := st.attrs.Load(); a != nil {
-			m.sent.Add(ctx, 1, a.add...)
-		}
-	case *stats.InPayload:
-		if a := st.attrs.Load(); a != nil {
-			m.received.Add(ctx, 1, a.add...)
-		}
-	case *stats.End:
-		// Swap so that End is counted once even if delivered twice.
-		if a := st.attrs.Swap(nil); a != nil {
-			m.active.Add(ctx, -1, a.add...)
-			m.duration.Record(ctx, s.EndTime.Sub(s.BeginTime).Seconds(), a.record...)
-		}
+	return c.add(key, c.mk)
+}
+
+// load returns the value of key if it is present.
+func (c *boundedCache[V]) load(key string) (V, bool) {
+	if m := c.snap.Load(); m != nil {
+		v, ok := (*m)[key]
+		return v, ok
 	}
+	var zero V
+	return zero, false
 }
 
-// TagConn implements stats.Handler.
-func (*streamMetrics) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return ctx
+// add returns the value of key, making it with mk while the cache is not
+// full, or other.
+func (c *boundedCache[V]) add(key string, mk func(string) V) V {
+	if len(key) > c.maxLen || c.full.Load() {
+		return c.other
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.snap.Load()
+	n := 0
+	if old != nil {
+		if v, ok := (*old)[key]; ok {
+			return v
+		}
+		n = len(*old)
+	}
+	if n >= c.max {
+		c.full.Store(true)
+		return c.other
+	}
+	v := mk(key)
+	next := make(map[string]V, n+1)
+	if old != nil {
+		maps.Copy(next, *old)
+	}
+	next[key] = v
+	c.snap.Store(&next)
+	return v
 }
-
-// HandleConn implements stats.Handler.
-func (*streamMetrics) HandleConn(context.Context, stats.ConnStats) {}

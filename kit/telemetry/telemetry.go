@@ -27,7 +27,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
-	"google.golang.org/grpc/stats/opentelemetry"
 )
 
 // maxConcurrentScrapes bounds how many /metrics requests are served at
@@ -126,14 +125,10 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		return nil, err
 	}
 
-	exporter, err := otelprom.New(
-		otelprom.WithRegisterer(reg),
-		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
-	)
+	mp, err := newMeterProvider(reg, res)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("telemetry: prometheus exporter: %w", err), tp.Shutdown(ctx))
+		return nil, errors.Join(err, tp.Shutdown(ctx))
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exporter))
 
 	t := &Telemetry{
 		tp:   tp,
@@ -174,6 +169,18 @@ func newResource(ctx context.Context, cfg Config) (*resource.Resource, error) {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	return res, nil
+}
+
+// newMeterProvider returns an SDK meter provider exporting to reg.
+func newMeterProvider(reg prometheus.Registerer, res *resource.Resource) (*sdkmetric.MeterProvider, error) {
+	exporter, err := otelprom.New(
+		otelprom.WithRegisterer(reg),
+		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	return sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exporter)), nil
 }
 
 func newTracerProvider(ctx context.Context, cfg Config, res *resource.Resource) (*sdktrace.TracerProvider, error) {
@@ -222,13 +229,13 @@ func (t *Telemetry) buildGRPCOptions() error {
 		otelgrpc.WithPropagators(t.prop),
 		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 	}
-	a66 := opentelemetry.Options{MetricsOptions: opentelemetry.MetricsOptions{MeterProvider: t.mp}}
-
-	serverStreams, err := NewStreamMetrics(t.mp, SideServer)
+	// The gRFC A66 metrics and the stream metrics, one handler per side
+	// (see callmetrics.go for why not grpc-go's plugin).
+	serverCalls, err := newCallMetrics(t.mp, SideServer)
 	if err != nil {
 		return err
 	}
-	clientStreams, err := NewStreamMetrics(t.mp, SideClient)
+	clientCalls, err := newCallMetrics(t.mp, SideClient)
 	if err != nil {
 		return err
 	}
@@ -242,14 +249,9 @@ func (t *Telemetry) buildGRPCOptions() error {
 	}
 	t.srvOpts = []grpc.ServerOption{
 		grpc.StatsHandler(serverTrace),
-		opentelemetry.ServerOption(a66),
-		grpc.StatsHandler(serverStreams),
+		grpc.StatsHandler(serverCalls),
 	}
-	t.dialOpts = []grpc.DialOption{
-		grpc.WithStatsHandler(clientTrace),
-		opentelemetry.DialOption(a66),
-		grpc.WithStatsHandler(clientStreams),
-	}
+	t.dialOpts = append([]grpc.DialOption{grpc.WithStatsHandler(clientTrace)}, clientCalls.dialOptions()...)
 	return nil
 }
 
@@ -276,17 +278,23 @@ func (t *Telemetry) Registry() *prometheus.Registry { return t.reg }
 func (t *Telemetry) MetricsHandler() http.Handler { return t.handler }
 
 // ServerOptions returns the options that instrument a grpc.Server: otelgrpc
-// server spans (this TracerProvider and Propagator), the gRFC A66 server
-// metrics (grpc.server.*) and the stream metrics (side="server"). It returns
-// a new slice on each call; the options may be shared by several servers.
+// server spans (this TracerProvider and Propagator) when spans are exported,
+// trace context propagation otherwise, and one stats handler recording the
+// gRFC A66 server metrics (grpc.server.call.*) and the stream metrics
+// (side="server"). It returns a new slice on each call; the options may be
+// shared by several servers.
 func (t *Telemetry) ServerOptions() []grpc.ServerOption {
 	return append([]grpc.ServerOption(nil), t.srvOpts...)
 }
 
 // DialOptions returns the client-side equivalents of ServerOptions: otelgrpc
-// client spans with trace context injected into outgoing metadata, gRFC A66
-// client metrics (grpc.client.*) and the stream metrics (side="client").
-// It returns a new slice on each call.
+// client spans with trace context injected into outgoing metadata (or the
+// trace context alone), and one stats handler recording the gRFC A66 client
+// metrics (grpc.client.attempt.* per attempt, labelled with the
+// ClientConn's canonical target) and the stream metrics (side="client"),
+// with a unary and a stream interceptor that measure
+// grpc.client.call.duration across a call's attempts. It returns a new
+// slice on each call; the options may be shared by several ClientConns.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
 	return append([]grpc.DialOption(nil), t.dialOpts...)
 }

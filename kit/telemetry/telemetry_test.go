@@ -443,8 +443,8 @@ func TestOptionsAreCopies(t *testing.T) {
 	if tel.DialOptions()[0] == nil {
 		t.Error("DialOptions returned its internal slice")
 	}
-	if len(tel.ServerOptions()) != 3 || len(tel.DialOptions()) != 3 {
-		t.Errorf("got %d server and %d dial options, want 3 and 3", len(tel.ServerOptions()), len(tel.DialOptions()))
+	if len(tel.ServerOptions()) != 2 || len(tel.DialOptions()) != 4 {
+		t.Errorf("got %d server and %d dial options, want 2 and 4", len(tel.ServerOptions()), len(tel.DialOptions()))
 	}
 }
 
