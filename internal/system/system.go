@@ -282,7 +282,8 @@ type Config struct {
 	DataDir string
 	// Host is the address services listen on.
 	Host string
-	// BasePort is the port of the first service; the others follow.
+	// BasePort is the port of the first service; the others follow. 0
+	// puts every service on a free port (tests).
 	BasePort int
 	// MetricsAddr serves Prometheus metrics at /metrics; empty turns it
 	// off.
@@ -336,8 +337,14 @@ func (c Config) peer(name string) (string, bool) {
 // CertsDir is where the development PKI lives under the data directory.
 func (c Config) CertsDir() string { return filepath.Join(c.DataDir, "certs") }
 
+// addr is where s listens: its slot from BasePort, or any free port when
+// BasePort is 0.
 func (c Config) addr(s Service) string {
-	return net.JoinHostPort(c.Host, strconv.Itoa(c.BasePort+s.Offset))
+	port := 0
+	if c.BasePort != 0 {
+		port = c.BasePort + s.Offset
+	}
+	return net.JoinHostPort(c.Host, strconv.Itoa(port))
 }
 
 // running is a service being served.
