@@ -306,16 +306,12 @@ func postgres(t *testing.T) map[string]string {
 }
 
 // Orders for the oversold item: calls fired, users placing them, calls in
-// flight at once, and stock.
-//
-// Four calls for every unit. The brief was 1,000 calls, 64 in flight: under
-// -race on a 2-core machine, with 64 in flight sagas queued behind each
-// other's step timeouts and retries and did not settle within the calls'
-// 60 s deadlines; with 16 in flight 1,000 calls pass but took 20 to 60 s
-// per engine, pushing the package past 90 s. 400 calls on stock 100 keep
-// it near 50 s.
+// flight at once, and stock. Ten calls for every unit. Calls in flight are
+// bounded: under -race on two cores, 64 sagas at once queue behind each
+// other's step timeouts and retries past the calls' 60 s deadlines, while
+// 16 settle every call in time.
 const (
-	orderCalls = 400
+	orderCalls = 1000
 	buyers     = 8
 	inFlight   = 16
 	hotStock   = 100
