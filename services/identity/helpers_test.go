@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"crypto/rand"
-	"net"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -19,16 +18,15 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
+	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/auth"
 	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
-	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/client"
 	"github.com/switchboard-rpc/switchboard/kit/identity"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/status"
-	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
 
 func TestMain(m *testing.M) {
@@ -50,12 +48,10 @@ func newClock() *clock {
 func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// testServiceHeader names the calling service in the tests' metadata; the
-// test authenticator trusts it as a verified certificate would be.
-const testServiceHeader = "x-test-service"
-
 // testAuthenticator is the real bearer-token authenticator of v, plus the
-// calling service taken from testServiceHeader: tests have no mTLS.
+// calling service taken from servicetest.HeaderService, trusted as a
+// verified certificate would be: tests have no mTLS. Users come from
+// tokens only, never from a test header.
 func testAuthenticator(v *auth.Verifier) server.Authenticator {
 	base := v.Authenticator()
 	return func(ctx context.Context, call server.Call) (context.Context, error) {
@@ -63,7 +59,7 @@ func testAuthenticator(v *auth.Verifier) server.Authenticator {
 		if err != nil {
 			return ctx, err
 		}
-		if names := metadata.ValueFromIncomingContext(ctx, testServiceHeader); len(names) == 1 {
+		if names := metadata.ValueFromIncomingContext(ctx, servicetest.HeaderService); len(names) == 1 {
 			ctx = identity.WithService(ctx, &identity.Service{Name: names[0]})
 		}
 		return ctx, nil
@@ -96,53 +92,34 @@ func newEnv(t *testing.T, db *sqldb.DB, edit func(*Config)) *env {
 	t.Cleanup(func() { _ = svc.Close() })
 	e.svc = svc
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := dial(t, lis.Addr().String())
+	// The Verifier needs the server's address, so the server starts with an
+	// authenticator that defers to the Verifier's, set before any call.
+	var authn atomic.Pointer[server.Authenticator]
+	served := servicetest.Serve(t, svc.Register, Policy(), server.WithAuthenticator(
+		func(ctx context.Context, call server.Call) (context.Context, error) {
+			return (*authn.Load())(ctx, call)
+		}))
+	conn := dial(t, served.Target())
 	e.client = identityv1.NewIdentityServiceClient(conn)
 
 	// The Verifier gets its keys the way every service does: GetJwks over
 	// gRPC, as the order service.
-	jwksConn := dial(t, lis.Addr().String(), client.WithUnaryInterceptors(asService("order")))
+	jwksConn := dial(t, served.Target(), client.WithUnaryInterceptors(asService("order")))
 	e.verifier, err = auth.NewVerifier(JWKSFromClient(identityv1.NewIdentityServiceClient(jwksConn)),
 		auth.DefaultIssuer, auth.DefaultAudience, auth.WithRevocations(e.revocations), auth.WithRefreshInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	authorizer, err := authz.New(Policy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules := validate.NewSet()
-	srv, err := server.New(
-		server.WithInsecure(),
-		server.WithValidator(rules),
-		server.WithAuthenticator(testAuthenticator(e.verifier)),
-		server.WithAuthorizer(authorizer.Authorize),
-		server.WithShutdown(0, 5*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv, rules)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve returned %v", err)
-		}
-	})
+	a := testAuthenticator(e.verifier)
+	authn.Store(&a)
 	return e
 }
 
-func dial(t *testing.T, addr string, opts ...client.Option) *grpc.ClientConn {
+// dial returns a connection of the kit's client to target, closed at the
+// end of the test.
+func dial(t *testing.T, target string, opts ...client.Option) *grpc.ClientConn {
 	t.Helper()
-	conn, err := client.Dial("passthrough:///"+addr, append([]client.Option{client.WithInsecure()}, opts...)...)
+	conn, err := client.Dial(target, append([]client.Option{client.WithInsecure()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +130,7 @@ func dial(t *testing.T, addr string, opts ...client.Option) *grpc.ClientConn {
 // asService is a client interceptor that names the calling service.
 func asService(name string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		return invoker(metadata.AppendToOutgoingContext(ctx, testServiceHeader, name), method, req, reply, cc, opts...)
+		return invoker(servicetest.AsService(ctx, name), method, req, reply, cc, opts...)
 	}
 }
 
@@ -163,14 +140,11 @@ func caller(t *testing.T, service, token string) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
-	var kv []string
-	if service != "" {
-		kv = append(kv, testServiceHeader, service)
-	}
+	ctx = servicetest.AsService(ctx, service)
 	if token != "" {
-		kv = append(kv, "authorization", "Bearer "+token)
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
-	return metadata.AppendToOutgoingContext(ctx, kv...)
+	return ctx
 }
 
 // gw is a call through the gateway, without a user.

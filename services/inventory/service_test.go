@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,42 +14,20 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
+	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/client"
-	"github.com/switchboard-rpc/switchboard/kit/identity"
-	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
-
-// Test-only metadata that testAuthn turns into identities. Real servers
-// take identities from mTLS certificates and verified tokens only.
-const (
-	mdService = "x-test-service"
-	mdUser    = "x-test-user"
-	mdRole    = "x-test-role"
-)
-
-// testAuthn sets the calling service and user from test metadata.
-func testAuthn(ctx context.Context, _ server.Call) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(mdService); len(v) > 0 {
-		ctx = identity.WithService(ctx, &identity.Service{Name: v[0], SPIFFEID: "spiffe://" + identity.TrustDomain + "/" + v[0]})
-	}
-	if v := md.Get(mdUser); len(v) > 0 {
-		ctx = identity.WithUser(ctx, &identity.User{ID: v[0], Roles: md.Get(mdRole)})
-	}
-	return ctx, nil
-}
 
 // caller is who a test call comes from.
 type caller struct {
@@ -66,18 +43,9 @@ var (
 	customer = caller{service: "gateway", user: "u1", roles: []string{"customer"}}
 )
 
+// ctx returns ctx with the test headers of a call by c.
 func (c caller) ctx(ctx context.Context) context.Context {
-	var kv []string
-	if c.service != "" {
-		kv = append(kv, mdService, c.service)
-	}
-	if c.user != "" {
-		kv = append(kv, mdUser, c.user)
-	}
-	for _, r := range c.roles {
-		kv = append(kv, mdRole, r)
-	}
-	return metadata.AppendToOutgoingContext(ctx, kv...)
+	return servicetest.As(ctx, c.service, c.user, c.roles...)
 }
 
 func (c caller) String() string {
@@ -92,9 +60,9 @@ func (c caller) String() string {
 
 // env is the inventory served by kit/server on loopback, over SQLite.
 type env struct {
-	svc  *Service
-	inv  inventoryv1.InventoryServiceClient
-	addr string
+	svc    *Service
+	inv    inventoryv1.InventoryServiceClient
+	target string
 }
 
 // start opens the service on a fresh database and serves it with the kit's
@@ -107,37 +75,10 @@ func start(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	az, err := authz.New(Policy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules := validate.NewSet()
-	srv, err := server.New(
-		server.WithInsecure(),
-		server.WithValidator(rules),
-		server.WithAuthenticator(testAuthn),
-		server.WithAuthorizer(az.Authorize),
-		server.WithShutdown(0, 5*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv, rules)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve returned %v", err)
-		}
-	})
-	e := &env{svc: svc, addr: lis.Addr().String()}
+	// The server's own connection is not used: the tests' clients are
+	// the kit's, dialled by e.dial.
+	conn := servicetest.Serve(t, svc.Register, Policy())
+	e := &env{svc: svc, target: conn.Target()}
 	e.inv = e.dial(t)
 	return e
 }
@@ -145,7 +86,7 @@ func start(t *testing.T, cfg Config) *env {
 // dial returns a client on a connection of its own.
 func (e *env) dial(t *testing.T, opts ...client.Option) inventoryv1.InventoryServiceClient {
 	t.Helper()
-	conn, err := client.Dial("passthrough:///"+e.addr, append([]client.Option{client.WithInsecure()}, opts...)...)
+	conn, err := client.Dial(e.target, append([]client.Option{client.WithInsecure()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

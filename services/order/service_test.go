@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,10 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -26,32 +22,12 @@ import (
 	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
 	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
+	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
-	"github.com/switchboard-rpc/switchboard/kit/identity"
-	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/status"
-	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
-
-// Test-only headers that stand in for the mTLS certificate and the access
-// token: testAuthenticator trusts them. A real server never does.
-const (
-	headerService = "x-test-service"
-	headerUser    = "x-test-user"
-)
-
-func testAuthenticator(ctx context.Context, _ server.Call) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(headerService); len(v) == 1 {
-		ctx = identity.WithService(ctx, &identity.Service{Name: v[0]})
-	}
-	if v := md.Get(headerUser); len(v) == 1 {
-		ctx = identity.WithUser(ctx, &identity.User{ID: v[0], Roles: []string{"customer"}})
-	}
-	return ctx, nil
-}
 
 // fixture is the order service on a fresh SQLite database, served by the
 // kit's server over loopback, with fakes of the services it calls.
@@ -112,55 +88,22 @@ func (f *fixture) serve(cfg Config) (*Service, orderv1.OrderServiceClient) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	a, err := authz.New(Policy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules := validate.NewSet()
-	srv, err := server.New(
-		server.WithInsecure(),
-		server.WithValidator(rules),
-		server.WithAuthenticator(testAuthenticator),
-		server.WithAuthorizer(a.Authorize),
-		server.WithShutdown(0, 5*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv, rules)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := servicetest.Serve(t, svc.Register, Policy())
 	return svc, orderv1.NewOrderServiceClient(conn)
 }
 
 // as returns a context for calls by user through the gateway, bounded by
 // 10s.
 func as(t *testing.T, user string) context.Context {
-	return callCtx(t, headerService, "gateway", headerUser, user)
+	return callCtx(t, "gateway", user)
 }
 
-// callCtx returns a context carrying the given test headers.
-func callCtx(t *testing.T, kv ...string) context.Context {
+// callCtx returns a context, bounded by 10s, of a call made by service (none
+// when "") for user (none when ""). Every user is a customer.
+func callCtx(t *testing.T, service, user string) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	t.Cleanup(cancel)
-	return metadata.AppendToOutgoingContext(ctx, kv...)
+	return servicetest.As(ctx, service, user, "customer")
 }
 
 var testAddress = &typev1.PostalAddress{
@@ -943,7 +886,7 @@ func TestOrdersOfOthersAreNotFound(t *testing.T) {
 		t.Errorf("bob ListOrders = %d orders, %v; want none", len(list.GetOrders()), err)
 	}
 
-	operator := callCtx(t, headerService, authz.Operator)
+	operator := callCtx(t, authz.Operator, "")
 	got, err := f.client.GetOrder(operator, &orderv1.GetOrderRequest{OrderId: id})
 	if err != nil || got.GetOrder().GetOrderId() != id {
 		t.Errorf("operator GetOrder = %v, %v; want alice's order", got, err)
@@ -962,9 +905,9 @@ func TestCallsWithoutUserAreRefused(t *testing.T) {
 		ctx  context.Context
 		code map[string]codes.Code // by method; PermissionDenied otherwise
 	}{
-		{"gateway without a user", callCtx(t, headerService, "gateway"), nil},
-		{"no calling service", callCtx(t, headerUser, "alice"), nil},
-		{"operator without a user", callCtx(t, headerService, authz.Operator), map[string]codes.Code{
+		{"gateway without a user", callCtx(t, "gateway", ""), nil},
+		{"no calling service", callCtx(t, "", "alice"), nil},
+		{"operator without a user", callCtx(t, authz.Operator, ""), map[string]codes.Code{
 			"GetOrder": codes.NotFound, "ListOrders": codes.OK,
 		}},
 	}

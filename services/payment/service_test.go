@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -20,51 +19,22 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
+	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
-	"github.com/switchboard-rpc/switchboard/kit/identity"
-	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// Test-only identity headers. They stand in for the mTLS certificate and
-// the verified access token: a real server never takes identity from a
-// header.
-const (
-	headerService = "x-test-service"
-	headerUser    = "x-test-user"
-	headerRoles   = "x-test-roles"
-)
-
-// headerAuthenticator is the test-only authentication hook that trusts the
-// headers above.
-func headerAuthenticator(ctx context.Context, _ server.Call) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(headerService); len(v) == 1 {
-		ctx = identity.WithService(ctx, &identity.Service{Name: v[0]})
-	}
-	if v := md.Get(headerUser); len(v) == 1 {
-		u := &identity.User{ID: v[0]}
-		if r := md.Get(headerRoles); len(r) == 1 && r[0] != "" {
-			u.Roles = strings.Split(r[0], ",")
-		}
-		ctx = identity.WithUser(ctx, u)
-	}
-	return ctx, nil
 }
 
 // env is the payment service served by the kit on a loopback port, with
@@ -83,42 +53,7 @@ func newEnv(t *testing.T, db *sqldb.DB, cfg Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	a, err := authz.New(Policy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules := validate.NewSet()
-	srv, err := server.New(
-		server.WithInsecure(),
-		server.WithValidator(rules),
-		server.WithAuthenticator(headerAuthenticator),
-		server.WithAuthorizer(a.Authorize),
-		server.WithShutdown(0, 5*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv, rules)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := servicetest.Serve(t, svc.Register, Policy())
 	return &env{db: db, svc: svc, client: paymentv1.NewPaymentServiceClient(conn)}
 }
 
@@ -133,13 +68,12 @@ func eachEngine(t *testing.T, cfg Config, fn func(t *testing.T, e *env)) {
 
 // asService returns a context of a call made by the named service.
 func asService(t *testing.T, service string) context.Context {
-	return metadata.AppendToOutgoingContext(t.Context(), headerService, service)
+	return servicetest.AsService(t.Context(), service)
 }
 
 // asUser returns a context of a call made by a user through a service.
 func asUser(t *testing.T, service, user string, roles ...string) context.Context {
-	return metadata.AppendToOutgoingContext(t.Context(), headerService, service,
-		headerUser, user, headerRoles, strings.Join(roles, ","))
+	return servicetest.As(t.Context(), service, user, roles...)
 }
 
 func (e *env) key() string { return fmt.Sprintf("key-%d", e.keys.Add(1)) }
@@ -1010,7 +944,7 @@ func TestPolicy(t *testing.T) {
 		{"shipping", asService(t, "shipping"), nil},
 		{"customer via shipping", asUser(t, "shipping", "ann", "customer"), []string{"GetAccount", "ListLedgerEntries"}},
 		{"support via shipping", asUser(t, "shipping", "sue", RoleSupport), []string{"GetAccount", "ListLedgerEntries", "Refund"}},
-		{"no calling service", metadata.AppendToOutgoingContext(t.Context(), headerUser, "ann"), nil},
+		{"no calling service", servicetest.As(t.Context(), "", "ann"), nil},
 	}
 	for _, c := range callers {
 		for method, call := range calls {

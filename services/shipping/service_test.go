@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -19,21 +18,17 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
+	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
-	"github.com/switchboard-rpc/switchboard/kit/identity"
-	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/status"
-	"github.com/switchboard-rpc/switchboard/kit/validate"
 	"github.com/switchboard-rpc/switchboard/services/shipping"
 )
 
@@ -41,43 +36,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// Test-only metadata from which testAuthenticator makes the caller's
-// identity. Real servers take identities from mTLS and verified tokens.
-const (
-	hdrService = "x-test-service"
-	hdrUser    = "x-test-user"
-	hdrRole    = "x-test-role"
-)
-
-func testAuthenticator(ctx context.Context, _ server.Call) (context.Context, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(hdrService); len(v) > 0 {
-		ctx = identity.WithService(ctx, &identity.Service{Name: v[0], SPIFFEID: "spiffe://" + identity.TrustDomain + "/" + v[0]})
-	}
-	if v := md.Get(hdrUser); len(v) > 0 {
-		ctx = identity.WithUser(ctx, &identity.User{ID: v[0], Roles: md.Get(hdrRole)})
-	}
-	return ctx, nil
-}
-
-// as returns ctx calling as service (none when empty), with a user with
-// roles when user is not empty.
-func as(ctx context.Context, service, user string, roles ...string) context.Context {
-	var kv []string
-	if service != "" {
-		kv = append(kv, hdrService, service)
-	}
-	if user != "" {
-		kv = append(kv, hdrUser, user)
-		for _, r := range roles {
-			kv = append(kv, hdrRole, r)
-		}
-	}
-	return metadata.AppendToOutgoingContext(ctx, kv...)
-}
-
 // asOrder is the caller of CreateShipment and CancelShipment.
-func asOrder(ctx context.Context) context.Context { return as(ctx, "order", "") }
+func asOrder(ctx context.Context) context.Context { return servicetest.As(ctx, "order", "") }
 
 // fast is a carrier that delivers within tens of milliseconds.
 var fast = shipping.Config{StepInterval: 5 * time.Millisecond, PollInterval: 2 * time.Millisecond, TrackResync: 20 * time.Millisecond}
@@ -98,42 +58,7 @@ func open(t *testing.T, db *sqldb.DB, cfg shipping.Config) *shipping.Service {
 // the service's policy) on a loopback port and returns a client of it.
 func serve(t *testing.T, svc *shipping.Service) shippingv1.ShippingServiceClient {
 	t.Helper()
-	az, err := authz.New(shipping.Policy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules := validate.NewSet()
-	srv, err := server.New(
-		server.WithInsecure(),
-		server.WithValidator(rules),
-		server.WithAuthenticator(testAuthenticator),
-		server.WithAuthorizer(az.Authorize),
-		server.WithShutdown(0, 5*time.Second),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Register(srv, rules)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve = %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return shippingv1.NewShippingServiceClient(conn)
+	return shippingv1.NewShippingServiceClient(servicetest.Serve(t, svc.Register, shipping.Policy()))
 }
 
 // each runs fn on a fresh database of each engine, in parallel.
@@ -201,7 +126,7 @@ func create(t *testing.T, c shippingv1.ShippingServiceClient, order string) *shi
 
 func get(t *testing.T, c shippingv1.ShippingServiceClient, id string) *shippingv1.Shipment {
 	t.Helper()
-	resp, err := c.GetShipment(as(t.Context(), "gateway", ""), &shippingv1.GetShipmentRequest{ShipmentId: id})
+	resp, err := c.GetShipment(servicetest.As(t.Context(), "gateway", ""), &shippingv1.GetShipmentRequest{ShipmentId: id})
 	if err != nil {
 		t.Fatalf("GetShipment(%s) = %v", id, err)
 	}
@@ -554,7 +479,7 @@ func testCancelShipment(t *testing.T, e *env) {
 func testGetShipmentNotFound(t *testing.T, e *env) {
 	c := e.c
 	id := uuid.NewString()
-	_, err := c.GetShipment(as(t.Context(), "gateway", ""), &shippingv1.GetShipmentRequest{ShipmentId: id})
+	_, err := c.GetShipment(servicetest.As(t.Context(), "gateway", ""), &shippingv1.GetShipmentRequest{ShipmentId: id})
 	checkNotFound(t, err, id)
 }
 
@@ -606,7 +531,7 @@ func testTrack(t *testing.T, e *env) {
 
 	t.Run("HistoryThenLive", func(t *testing.T) {
 		sh := create(t, c, newOrderID())
-		stream, err := c.Track(as(ctx, "storefront", "u1", "customer"), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
+		stream, err := c.Track(servicetest.As(ctx, "storefront", "u1", "customer"), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -640,7 +565,7 @@ func testTrack(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		want := waitFor(t, c, sh.GetShipmentId(), delivered).GetEvents()
-		stream, err := c.Track(as(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
+		stream, err := c.Track(servicetest.As(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -655,7 +580,7 @@ func testTrack(t *testing.T, e *env) {
 
 	t.Run("Cancelled", func(t *testing.T) {
 		sh := create(t, c, newOrderID())
-		stream, err := c.Track(as(ctx, "order", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
+		stream, err := c.Track(servicetest.As(ctx, "order", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -673,7 +598,7 @@ func testTrack(t *testing.T, e *env) {
 
 	t.Run("NotFound", func(t *testing.T) {
 		id := uuid.NewString()
-		stream, err := c.Track(as(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: id})
+		stream, err := c.Track(servicetest.As(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: id})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -758,7 +683,7 @@ func TestTrackSeesOtherReplica(t *testing.T) {
 		c := serve(t, a)
 		ctx := t.Context()
 		sh := create(t, c, newOrderID())
-		stream, err := c.Track(as(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
+		stream, err := c.Track(servicetest.As(ctx, "gateway", ""), &shippingv1.TrackRequest{ShipmentId: sh.GetShipmentId()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -793,14 +718,14 @@ func TestTrackLimits(t *testing.T) {
 
 		ctx1, cancel1 := context.WithCancel(t.Context())
 		defer cancel1()
-		s1, err := c.Track(as(ctx1, "gateway", ""), req)
+		s1, err := c.Track(servicetest.As(ctx1, "gateway", ""), req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s1.Recv(); err != nil {
 			t.Fatal(err)
 		}
-		s2, err := c.Track(as(t.Context(), "gateway", ""), req)
+		s2, err := c.Track(servicetest.As(t.Context(), "gateway", ""), req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -817,7 +742,7 @@ func TestTrackLimits(t *testing.T) {
 		var s3 grpc.ServerStreamingClient[shippingv1.TrackResponse]
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			s3, err = c.Track(as(t.Context(), "gateway", ""), req)
+			s3, err = c.Track(servicetest.As(t.Context(), "gateway", ""), req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -837,7 +762,7 @@ func TestTrackLimits(t *testing.T) {
 		}
 		_, err = recvAll(s3)
 		checkUnavailable(t, "open Track after Close", err)
-		s4, err := c.Track(as(t.Context(), "gateway", ""), req)
+		s4, err := c.Track(servicetest.As(t.Context(), "gateway", ""), req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1056,7 +981,7 @@ func TestAuthorization(t *testing.T) {
 		{"Track", inventor, authz.ReasonUserRequired},
 	}
 	for _, tc := range tests {
-		err := calls[tc.method](as(t.Context(), tc.caller.service, tc.caller.user, "customer"))
+		err := calls[tc.method](servicetest.As(t.Context(), tc.caller.service, tc.caller.user, "customer"))
 		if tc.reason == "" {
 			if err != nil {
 				t.Errorf("%s by %+v = %v, want allowed", tc.method, tc.caller, err)
