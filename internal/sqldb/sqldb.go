@@ -45,6 +45,9 @@ type DB struct {
 	Dialect Dialect
 }
 
+// MaxPostgresConns bounds the connections one DB holds to PostgreSQL.
+const MaxPostgresConns = 10
+
 // Open opens dsn: "postgres://..." or "postgresql://..." for PostgreSQL,
 // anything else is a SQLite file path (created if missing).
 func Open(ctx context.Context, dsn string) (*DB, error) {
@@ -53,8 +56,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db.SetMaxOpenConns(20)
-		db.SetMaxIdleConns(10)
+		// Ten connections per service: enough for its concurrency (writes
+		// serialize on rows anyway), and a whole system of services stays
+		// well under PostgreSQL's default max_connections of 100.
+		db.SetMaxOpenConns(MaxPostgresConns)
+		db.SetMaxIdleConns(MaxPostgresConns / 2)
 		db.SetConnMaxLifetime(30 * time.Minute)
 		if err := db.PingContext(ctx); err != nil {
 			_ = db.Close()
