@@ -2,8 +2,6 @@ package identity
 
 import (
 	"context"
-	"crypto/rand"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
+	"github.com/switchboard-rpc/switchboard/internal/redistest"
 	"github.com/switchboard-rpc/switchboard/internal/servicetest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
@@ -205,33 +204,9 @@ func (e *env) login(t *testing.T, email, password string) *identityv1.LoginRespo
 // protoDiff compares protos.
 func protoDiff(want, got any) string { return cmp.Diff(want, got, protocmp.Transform()) }
 
-// testRedis returns a client of the machine's Redis and a random key
-// prefix; the keys under it are deleted and the client closed at the end
-// of the test. Without Redis the test is skipped, or fails under CI=true.
+// testRedis returns a client of the machine's Redis and a key prefix of the
+// test's own (see internal/redistest).
 func testRedis(t *testing.T) (*redis.Client, string) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", DialTimeout: time.Second, MaxRetries: -1})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Redis at 127.0.0.1:6379 is unreachable (%v); CI=true requires it", err)
-		}
-		t.Skipf("Redis at 127.0.0.1:6379 is unreachable (%v); with CI=true this fails", err)
-	}
-	prefix := "test:identity:" + rand.Text() + ":"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, err := c.Keys(ctx, prefix+"*").Result()
-		if err == nil && len(keys) > 0 {
-			err = c.Del(ctx, keys...).Err()
-		}
-		if err != nil {
-			t.Errorf("deleting the test's Redis keys: %v", err)
-		}
-		_ = c.Close()
-	})
-	return c, prefix
+	return redistest.New(t, "identity")
 }

@@ -1,12 +1,10 @@
 package revocation_test
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-rpc/switchboard/internal/redistest"
 	"github.com/switchboard-rpc/switchboard/kit/auth"
 	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
 )
@@ -210,36 +209,9 @@ func TestRedisDown(t *testing.T) {
 	}
 }
 
-const redisAddr = "127.0.0.1:6379"
-
-// testRedis returns a client of the machine's Redis and a key prefix of
-// the test's own; the keys under it are deleted and the client closed at
-// the end of the test. Without Redis the test is skipped, or fails when
-// CI=true.
+// testRedis returns a client of the machine's Redis and a key prefix of the
+// test's own (see internal/redistest).
 func testRedis(t *testing.T) (*redis.Client, string) {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second, MaxRetries: -1})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		_ = c.Close()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Redis at %s is unreachable (%v); CI=true requires it", redisAddr, err)
-		}
-		t.Skipf("Redis at %s is unreachable (%v); start it to run this test (with CI=true this fails)", redisAddr, err)
-	}
-	prefix := "test:kit-auth-revocation:" + rand.Text() + ":"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		keys, err := c.Keys(ctx, prefix+"*").Result()
-		if err == nil && len(keys) > 0 {
-			err = c.Del(ctx, keys...).Err()
-		}
-		if err != nil {
-			t.Errorf("deleting the test's Redis keys: %v", err)
-		}
-		_ = c.Close()
-	})
-	return c, prefix
+	return redistest.New(t, "kit-auth-revocation")
 }
