@@ -84,7 +84,8 @@
 //
 // # Events
 //
-// The service emits no events yet. Register creates the user inside a
-// transaction it runs itself (Store.CreateUser takes the *sql.Tx), so the
-// UserRegistered outbox write can join it.
+// Register writes UserRegistered (user id, e-mail, display name; subject
+// the user id) to Config.Outbox in the transaction that creates the user,
+// so the event is published if and only if the user exists; payment opens
+// the user's account and notify sends the welcome e-mail from it.
 package identity

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
 	"github.com/switchboard-rpc/switchboard/kit/auth"
 	"github.com/switchboard-rpc/switchboard/kit/identity"
@@ -69,10 +70,20 @@ func (s *Service) register(ctx context.Context, req *identityv1.RegisterRequest)
 	var created User
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		created, err = s.store.CreateUser(ctx, tx, nu)
-		// The UserRegistered outbox event will be written here, in tx.
+		if created, err = s.store.CreateUser(ctx, tx, nu); err != nil {
+			return err
+		}
+		if s.cfg.Outbox == nil {
+			return nil
+		}
+		_, err = s.cfg.Outbox.Add(ctx, tx, created.ID, &eventsv1.UserRegistered{
+			UserId: created.ID, Email: created.Email, DisplayName: created.DisplayName,
+		})
 		return err
 	})
+	if err == nil && s.cfg.Outbox != nil {
+		s.cfg.Outbox.Wake()
+	}
 	if taken, ok := as[*EmailTakenError](err); ok {
 		replay, rerr := s.isReplay(ctx, taken.existing, nu.IdempotencyKey, name, req.GetPassword())
 		if rerr != nil {

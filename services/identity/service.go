@@ -16,6 +16,7 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/auth"
 	"github.com/switchboard-rpc/switchboard/kit/auth/revocation"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
@@ -109,6 +110,9 @@ type Config struct {
 	// CleanupInterval is how often expired refresh tokens and ended
 	// throttle windows are deleted. Default 10 minutes, at least 10ms.
 	CleanupInterval time.Duration
+	// Outbox receives UserRegistered in the transaction that creates the
+	// user; Open creates its tables. Nil: the service emits no events.
+	Outbox *events.Outbox
 
 	// now is the clock; nil means time.Now. Tests set it.
 	now func() time.Time
@@ -207,6 +211,11 @@ func Open(ctx context.Context, db *sqldb.DB, cfg Config, logger *slog.Logger) (*
 	}
 	if err := db.Migrate(ctx, Migrations, MigrationsDir); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if cfg.Outbox != nil {
+		if err := events.Migrate(ctx, db.DB, events.Dialect(db.Dialect)); err != nil {
+			return nil, fmt.Errorf("identity: %w", err)
+		}
 	}
 	issuer := cfg.Issuer
 	if issuer == nil {

@@ -121,7 +121,7 @@ func (g *gatedStream) Context() context.Context { return g.ctx }
 func TestPumpResync(t *testing.T) {
 	t.Parallel()
 	db := sqltest.New(t, sqldb.SQLite, Migrations, "migrations")
-	st := newSQLStore(db)
+	st := newSQLStore(db, nil)
 	cfg, err := Config{SubscriberBuffer: 4, ResyncWindow: time.Minute}.withDefaults()
 	if err != nil {
 		t.Fatal(err)

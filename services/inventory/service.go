@@ -13,6 +13,7 @@ import (
 	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
@@ -54,6 +55,10 @@ type Config struct {
 	// RESOURCE_EXHAUSTED; also the retry delay it is given. Default 5
 	// seconds; at most a minute.
 	ResyncWindow time.Duration
+	// Outbox receives the service's events (StockChanged, StockReserved,
+	// StockReleased, ReservationCommitted) in the transactions of the
+	// changes; Open creates its tables. Nil: the service emits no events.
+	Outbox *events.Outbox
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -121,7 +126,12 @@ func Open(ctx context.Context, db *sqldb.DB, cfg Config, logger *slog.Logger) (*
 	if err := db.Migrate(ctx, Migrations, "migrations"); err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
-	s := newService(newSQLStore(db), cfg, logger)
+	if cfg.Outbox != nil {
+		if err := events.Migrate(ctx, db.DB, events.Dialect(db.Dialect)); err != nil {
+			return nil, fmt.Errorf("inventory: %w", err)
+		}
+	}
+	s := newService(newSQLStore(db, cfg.Outbox), cfg, logger)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = cancel
 	s.loopDone = make(chan struct{})

@@ -11,18 +11,24 @@ import (
 	"strings"
 	"time"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 )
 
 // sqlStore is the Store on a *sqldb.DB, in the SQL both engines accept.
 type sqlStore struct {
-	db *sqldb.DB
+	db     *sqldb.DB
+	outbox *events.Outbox // nil: no events
 }
 
 var _ Store = (*sqlStore)(nil)
 
-// newSQLStore returns the Store on db, whose migrations have been applied.
-func newSQLStore(db *sqldb.DB) *sqlStore { return &sqlStore{db: db} }
+// newSQLStore returns the Store on db, whose migrations have been applied,
+// writing its events to outbox (nil: none).
+func newSQLStore(db *sqldb.DB, outbox *events.Outbox) *sqlStore {
+	return &sqlStore{db: db, outbox: outbox}
+}
 
 // errInvariant reports a conditional update that found no row although the
 // rows read in the same transaction said it would: a broken invariant in
@@ -166,11 +172,12 @@ func (s *sqlStore) RecordItems(ctx context.Context, items []ItemInput, now time.
 				changed[l.ItemID] = l
 			}
 		}
-		return nil
+		return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_IMPORTED, "")
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("record items: %w", err)
 	}
+	s.wake()
 	return results, changed.sorted(), nil
 }
 
@@ -257,11 +264,12 @@ RETURNING `+levelColumns,
 				return err
 			}
 		}
-		return nil
+		return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_IMPORTED, "")
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("create missing items: %w", err)
 	}
+	s.wake()
 	return len(changed), changed.sorted(), nil
 }
 
@@ -353,11 +361,15 @@ RETURNING `+levelColumns, ln.ItemID, ln.Quantity, us))
 			OrderID: orderID, Lines: slices.Clone(lines), Status: StatusHeld,
 			Created: sqldb.Time(created), Expires: sqldb.Time(sqldb.Micros(expires)),
 		}
-		return nil
+		if err := s.emit(ctx, tx, orderID, reservedEvent(res)); err != nil {
+			return err
+		}
+		return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_RESERVED, orderID)
 	})
 	if err != nil {
 		return Reservation{}, nil, fmt.Errorf("reserve: %w", err)
 	}
+	s.wake()
 	return res, changed.sorted(), nil
 }
 
@@ -498,7 +510,13 @@ func (s *sqlStore) Release(ctx context.Context, orderID, reason string, now time
 			return err
 		}
 		if left {
-			return giveBack(ctx, tx, quantities(res.Lines), false, now, changed)
+			if err := giveBack(ctx, tx, quantities(res.Lines), false, now, changed); err != nil {
+				return err
+			}
+			if err := s.emit(ctx, tx, orderID, &eventsv1.StockReleased{OrderId: orderID, Reason: reason}); err != nil {
+				return err
+			}
+			return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_RELEASED, orderID)
 		}
 		if res.Status == StatusCommitted {
 			return &ReservationStateError{OrderID: orderID, Status: res.Status, Op: "release"}
@@ -508,6 +526,7 @@ func (s *sqlStore) Release(ctx context.Context, orderID, reason string, now time
 	if err != nil {
 		return Reservation{}, nil, fmt.Errorf("release: %w", err)
 	}
+	s.wake()
 	return res, changed.sorted(), nil
 }
 
@@ -526,7 +545,13 @@ func (s *sqlStore) Commit(ctx context.Context, orderID string, now time.Time) (R
 		}
 		switch {
 		case left:
-			return giveBack(ctx, tx, quantities(res.Lines), true, now, changed)
+			if err := giveBack(ctx, tx, quantities(res.Lines), true, now, changed); err != nil {
+				return err
+			}
+			if err := s.emit(ctx, tx, orderID, &eventsv1.ReservationCommitted{OrderId: orderID}); err != nil {
+				return err
+			}
+			return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_COMMITTED, orderID)
 		case res.Status == StatusHeld:
 			// Held but past its expiry: expire it now, as the loop would
 			// have, and commit that; the caller gets the refusal.
@@ -539,7 +564,13 @@ func (s *sqlStore) Commit(ctx context.Context, orderID string, now time.Time) (R
 			}
 			res.Status = StatusExpired
 			refused = &ReservationStateError{OrderID: orderID, Status: StatusExpired, Op: "commit"}
-			return giveBack(ctx, tx, quantities(res.Lines), false, now, changed)
+			if err := giveBack(ctx, tx, quantities(res.Lines), false, now, changed); err != nil {
+				return err
+			}
+			if err := s.emit(ctx, tx, orderID, &eventsv1.StockReleased{OrderId: orderID, Expired: true}); err != nil {
+				return err
+			}
+			return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_EXPIRED, orderID)
 		case res.Status != StatusCommitted:
 			return &ReservationStateError{OrderID: orderID, Status: res.Status, Op: "commit"}
 		}
@@ -548,6 +579,7 @@ func (s *sqlStore) Commit(ctx context.Context, orderID string, now time.Time) (R
 	if err != nil {
 		return Reservation{}, nil, fmt.Errorf("commit: %w", err)
 	}
+	s.wake()
 	if refused != nil {
 		return Reservation{}, changed.sorted(), fmt.Errorf("commit: %w", refused)
 	}
@@ -581,13 +613,20 @@ func (s *sqlStore) ExpireDue(ctx context.Context, now time.Time, limit int) (int
 			for _, l := range lines {
 				qty[l.ItemID] += l.Quantity
 			}
+			if err := s.emit(ctx, tx, orderID, &eventsv1.StockReleased{OrderId: orderID, Expired: true}); err != nil {
+				return err
+			}
 			expired++
 		}
-		return giveBack(ctx, tx, qty, false, now, changed)
+		if err := giveBack(ctx, tx, qty, false, now, changed); err != nil {
+			return err
+		}
+		return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_EXPIRED, "")
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("expire reservations: %w", err)
 	}
+	s.wake()
 	return expired, changed.sorted(), nil
 }
 

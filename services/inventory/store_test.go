@@ -22,7 +22,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 func eachStore(t *testing.T, fn func(t *testing.T, st Store)) {
 	t.Helper()
 	sqltest.Each(t, Migrations, "migrations", func(t *testing.T, db *sqldb.DB) {
-		fn(t, newSQLStore(db))
+		fn(t, newSQLStore(db, nil))
 	})
 }
 
