@@ -6,34 +6,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/switchboard-rpc/switchboard/internal/outboxtest"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/events"
 )
-
-// outboxRows returns "type subject" of every outbox row after seq, in
-// order, and the last seq.
-func outboxRows(t *testing.T, db *sqldb.DB, after int64) ([]string, int64) {
-	t.Helper()
-	rows, err := db.QueryContext(storeCtx(t), "SELECT seq, type, subject FROM events_outbox WHERE seq > $1 ORDER BY seq", after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rows.Close() }()
-	var got []string
-	last := after
-	for rows.Next() {
-		var typ, subject string
-		if err := rows.Scan(&last, &typ, &subject); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, typ[len("switchboard.events.v1."):]+" "+subject)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return got, last
-}
 
 func TestStoreEmitsEventsInItsTransactions(t *testing.T) {
 	sqltest.Each(t, Migrations, "migrations", func(t *testing.T, db *sqldb.DB) {
@@ -94,7 +71,7 @@ func TestStoreEmitsEventsInItsTransactions(t *testing.T) {
 				t.Fatalf("%s: %v", step.name, err)
 			}
 			var got []string
-			got, seq = outboxRows(t, db, seq)
+			got, seq = outboxtest.Rows(t, db, seq)
 			if diff := cmp.Diff(step.want, got); diff != "" {
 				t.Errorf("%s: outbox rows (-want +got):\n%s", step.name, diff)
 			}

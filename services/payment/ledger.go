@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 )
 
@@ -55,6 +57,10 @@ type movement struct {
 	txn     txn
 	legs    []leg
 	refused func() error
+	// event, about subject, is written to the outbox after the legs are
+	// posted, in the same transaction; nil for none.
+	subject string
+	event   proto.Message
 }
 
 // post writes transaction t with its legs. The legs must be in the lock

@@ -103,6 +103,15 @@ type Authorization struct {
 	UpdateTime time.Time `json:"update_time"`
 }
 
+// subject is what the authorization's events are about: its order, or
+// itself when it pays for no order.
+func (a Authorization) subject() string {
+	if a.OrderID != "" {
+		return a.OrderID
+	}
+	return a.ID
+}
+
 // Refund is the result of a refund: the authorization after it, and the id
 // of the refund's ledger transaction.
 type Refund struct {

@@ -3,6 +3,7 @@ package payment
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,10 +13,12 @@ import (
 
 	"google.golang.org/grpc"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
@@ -58,6 +61,11 @@ type Config struct {
 	// sends; a longer ledger ends the stream with a next_page_token to
 	// resume from. Default 1000, at most 100000.
 	MaxPagesPerStream int
+	// Outbox receives the service's events (AccountOpened,
+	// PaymentAuthorized, PaymentCaptured, PaymentVoided, PaymentRefunded)
+	// in the transactions of the changes; Open creates its tables. Nil:
+	// the service emits no events.
+	Outbox *events.Outbox
 }
 
 // withDefaults returns c with its zero fields set to the defaults, or an
@@ -122,9 +130,14 @@ func Open(ctx context.Context, db *sqldb.DB, cfg Config, logger *slog.Logger) (*
 	if err := db.Migrate(ctx, Migrations, MigrationsDir); err != nil {
 		return nil, fmt.Errorf("payment: %w", err)
 	}
+	if cfg.Outbox != nil {
+		if err := events.Migrate(ctx, db.DB, events.Dialect(db.Dialect)); err != nil {
+			return nil, fmt.Errorf("payment: %w", err)
+		}
+	}
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{
-		store:  newSQLStore(db),
+		store:  newSQLStore(db, cfg.Outbox),
 		cfg:    cfg,
 		logger: logger,
 		table:  newStatusTable(logger),
@@ -229,8 +242,24 @@ func Policy() authz.Policy {
 // returns that account unchanged. Invalid arguments give an
 // INVALID_ARGUMENT status error; other errors are the store's, wrapped.
 func (s *Service) OpenForUser(ctx context.Context, userID, currency string, credit int64) (*paymentv1.Account, error) {
-	// The key is derived from the user and currency, so every delivery of
-	// the event uses the same one; hashed, to fit MaxKeyLen.
+	idem, p, err := signupRequest(userID, currency, credit)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.store.OpenAccount(ctx, idem, p)
+	if _, exists := as[*AccountExistsError](err); exists || errors.Is(err, ErrIdempotencyKeyReused) {
+		a, err = s.store.AccountByOwner(ctx, userID, currency)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("payment: open account for user %q: %w", userID, err)
+	}
+	return accountProto(a), nil
+}
+
+// signupRequest is the idempotent OpenAccount of a user's signup account.
+// The key is derived from the user and currency, so every delivery of the
+// event uses the same one; hashed, to fit MaxKeyLen.
+func signupRequest(userID, currency string, credit int64) (Idempotency, OpenAccountParams, error) {
 	sum := sha256.Sum256([]byte(userID))
 	req := &paymentv1.OpenAccountRequest{
 		IdempotencyKey: "signup/" + currency + "/" + hex.EncodeToString(sum[:]),
@@ -243,17 +272,35 @@ func (s *Service) OpenForUser(ctx context.Context, userID, currency string, cred
 	var v validate.Violations
 	checkOpenAccount(req, &v)
 	if err := v.Err(); err != nil {
-		return nil, err
+		return Idempotency{}, OpenAccountParams{}, err
 	}
-	a, err := s.store.OpenAccount(ctx, Idempotency{Key: req.GetIdempotencyKey(), RequestHash: requestHash(req)},
-		OpenAccountParams{OwnerID: userID, Currency: currency, OpeningCredit: credit})
-	if _, exists := as[*AccountExistsError](err); exists || errors.Is(err, ErrIdempotencyKeyReused) {
-		a, err = s.store.AccountByOwner(ctx, userID, currency)
+	return Idempotency{Key: req.GetIdempotencyKey(), RequestHash: requestHash(req)},
+		OpenAccountParams{OwnerID: userID, Currency: currency, OpeningCredit: credit}, nil
+}
+
+// EventTypes are the events HandleEvent consumes.
+func EventTypes() []string {
+	return []string{string((&eventsv1.UserRegistered{}).ProtoReflect().Descriptor().FullName())}
+}
+
+// HandleEvent consumes UserRegistered: it opens the new user's account in
+// SignupCurrency with SignupCredit, inside tx (the consumer's transaction,
+// which records the event as handled). A user who has an account in the
+// currency already keeps it unchanged. An event of another type, or one
+// that cannot be decoded, fails with events.ErrPermanent.
+func (s *Service) HandleEvent(ctx context.Context, tx *sql.Tx, env *eventsv1.Envelope) error {
+	var ev eventsv1.UserRegistered
+	if err := env.GetPayload().UnmarshalTo(&ev); err != nil {
+		return fmt.Errorf("payment: event %s of type %s: %w: %w", env.GetId(), env.GetType(), events.ErrPermanent, err)
 	}
+	idem, p, err := signupRequest(ev.GetUserId(), s.cfg.SignupCurrency, max(s.cfg.SignupCredit, 0))
 	if err != nil {
-		return nil, fmt.Errorf("payment: open account for user %q: %w", userID, err)
+		return fmt.Errorf("payment: event %s: %w: %w", env.GetId(), events.ErrPermanent, err)
 	}
-	return accountProto(a), nil
+	if _, err := s.store.OpenAccountIn(ctx, tx, idem, p); err != nil {
+		return fmt.Errorf("payment: signup account of user %q: %w", ev.GetUserId(), err)
+	}
+	return nil
 }
 
 // OpenSignupAccount is OpenForUser with the Config's SignupCurrency and

@@ -11,7 +11,9 @@ import (
 
 	"github.com/google/uuid"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 )
 
 // Migrations are the goose migrations of the payment database, in
@@ -35,6 +37,11 @@ type Store interface {
 	// moves the opening credit, if any, from the house account. The owner
 	// having an account in the currency already is an *AccountExistsError.
 	OpenAccount(ctx context.Context, idem Idempotency, p OpenAccountParams) (Account, error)
+	// OpenAccountIn is OpenAccount inside the caller's transaction tx,
+	// which the caller commits, or rolls back on an error. When the owner
+	// has an account in the currency already, it writes nothing and
+	// reports false.
+	OpenAccountIn(ctx context.Context, tx *sql.Tx, idem Idempotency, p OpenAccountParams) (opened bool, err error)
 	// Account returns the account with the id, or a *NotFoundError.
 	Account(ctx context.Context, id string) (Account, error)
 	// AccountByOwner returns the owner's account in the currency, or a
@@ -66,15 +73,17 @@ type Store interface {
 // calls cannot deadlock: the idempotency record, the authorization, the
 // customer account, then the system accounts house, holds and revenue.
 type sqlStore struct {
-	db  *sqldb.DB
-	now func() time.Time
+	db     *sqldb.DB
+	now    func() time.Time
+	outbox *events.Outbox // nil: no events
 }
 
 var _ Store = (*sqlStore)(nil)
 
-// newSQLStore returns the Store on db, whose migrations have run.
-func newSQLStore(db *sqldb.DB) *sqlStore {
-	return &sqlStore{db: db, now: func() time.Time { return sqldb.Time(sqldb.Micros(time.Now())) }}
+// newSQLStore returns the Store on db, whose migrations have run, writing
+// its events to outbox (nil: none).
+func newSQLStore(db *sqldb.DB, outbox *events.Outbox) *sqlStore {
+	return &sqlStore{db: db, outbox: outbox, now: func() time.Time { return sqldb.Time(sqldb.Micros(time.Now())) }}
 }
 
 // Idempotency methods: the scope of a key. The same key may be used once
@@ -101,8 +110,25 @@ const (
 func idempotent[T any](ctx context.Context, s *sqlStore, method string, idem Idempotency, effect func(tx *sql.Tx, now time.Time) (T, *movement, error)) (T, error) {
 	var out T
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = idempotentIn(ctx, tx, s, method, idem, effect)
+		return err
+	})
+	if err != nil {
 		var zero T
-		out = zero // an earlier attempt may have set it
+		return zero, fmt.Errorf("%s: %w", method, err)
+	}
+	if s.outbox != nil {
+		s.outbox.Wake()
+	}
+	return out, nil
+}
+
+// idempotentIn is idempotent inside the caller's transaction tx, which
+// the caller commits, or rolls back if it fails.
+func idempotentIn[T any](ctx context.Context, tx *sql.Tx, s *sqlStore, method string, idem Idempotency, effect func(tx *sql.Tx, now time.Time) (T, *movement, error)) (T, error) {
+	var out T
+	err := func() error {
 		now := s.now()
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO idempotency (method, idem_key, request_hash, response, created_us)
@@ -147,7 +173,7 @@ func idempotent[T any](ctx context.Context, s *sqlStore, method string, idem Ide
 			string(b), method, idem.Key); err != nil {
 			return fmt.Errorf("record response: %w", err)
 		}
-		if m != nil {
+		if m != nil && len(m.legs) > 0 {
 			err := post(ctx, tx, now, m.txn, m.legs)
 			if refused := (*legRefusedError)(nil); errors.As(err, &refused) && m.refused != nil {
 				return m.refused()
@@ -156,14 +182,15 @@ func idempotent[T any](ctx context.Context, s *sqlStore, method string, idem Ide
 				return err
 			}
 		}
+		if m != nil && m.event != nil && s.outbox != nil {
+			if _, err := s.outbox.Add(ctx, tx, m.subject, m.event); err != nil {
+				return err
+			}
+		}
 		out = v
 		return nil
-	})
-	if err != nil {
-		var zero T
-		return zero, fmt.Errorf("%s: %w", method, err)
-	}
-	return out, nil
+	}()
+	return out, err
 }
 
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -212,7 +239,29 @@ func (s *sqlStore) AccountByOwner(ctx context.Context, ownerID, currency string)
 
 // OpenAccount implements Store.
 func (s *sqlStore) OpenAccount(ctx context.Context, idem Idempotency, p OpenAccountParams) (Account, error) {
-	return idempotent(ctx, s, methodOpenAccount, idem, func(tx *sql.Tx, now time.Time) (Account, *movement, error) {
+	return idempotent(ctx, s, methodOpenAccount, idem, s.openAccount(ctx, p))
+}
+
+// OpenAccountIn implements Store.
+func (s *sqlStore) OpenAccountIn(ctx context.Context, tx *sql.Tx, idem Idempotency, p OpenAccountParams) (bool, error) {
+	var exists bool
+	if err := tx.QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM accounts WHERE owner_id = $1 AND currency_code = $2)`,
+		p.OwnerID, p.Currency).Scan(&exists); err != nil {
+		return false, fmt.Errorf("%s: %w", methodOpenAccount, err)
+	}
+	if exists {
+		return false, nil
+	}
+	if _, err := idempotentIn(ctx, tx, s, methodOpenAccount, idem, s.openAccount(ctx, p)); err != nil {
+		return false, fmt.Errorf("%s: %w", methodOpenAccount, err)
+	}
+	return true, nil
+}
+
+// openAccount is the effect of OpenAccount.
+func (s *sqlStore) openAccount(ctx context.Context, p OpenAccountParams) func(tx *sql.Tx, now time.Time) (Account, *movement, error) {
+	return func(tx *sql.Tx, now time.Time) (Account, *movement, error) {
 		us := sqldb.Micros(now)
 		// The system accounts of the currency, made on first use. Once
 		// they exist this inserts nothing and locks nothing.
@@ -249,17 +298,22 @@ func (s *sqlStore) OpenAccount(ctx context.Context, idem Idempotency, p OpenAcco
 			ID: id, Kind: KindCustomer, OwnerID: p.OwnerID, Currency: p.Currency,
 			Available: max(p.OpeningCredit, 0), CreateTime: now,
 		}
-		if p.OpeningCredit <= 0 {
-			return a, nil, nil
+		m := &movement{
+			subject: p.OwnerID,
+			event: &eventsv1.AccountOpened{
+				AccountId: id, OwnerId: p.OwnerID,
+				OpeningCredit: money(max(p.OpeningCredit, 0), p.Currency),
+			},
 		}
-		return a, &movement{
-			txn: txn{method: methodOpenAccount, currency: p.Currency},
-			legs: []leg{
+		if p.OpeningCredit > 0 {
+			m.txn = txn{method: methodOpenAccount, currency: p.Currency}
+			m.legs = []leg{
 				{account: id, amount: p.OpeningCredit, kind: EntryOpeningCredit},
 				{account: SystemAccountID(KindHouse, p.Currency), amount: -p.OpeningCredit, kind: EntryOpeningCredit},
-			},
-		}, nil
-	})
+			}
+		}
+		return a, m, nil
+	}
 }
 
 // Authorize implements Store.
@@ -295,6 +349,10 @@ func (s *sqlStore) Authorize(ctx context.Context, idem Idempotency, p AuthorizeP
 			legs: []leg{
 				{account: p.AccountID, amount: -p.Amount, held: p.Amount, kind: EntryHold},
 				{account: SystemAccountID(KindHolds, currency), amount: p.Amount, kind: EntryHold},
+			},
+			subject: a.subject(),
+			event: &eventsv1.PaymentAuthorized{
+				AuthorizationId: a.ID, AccountId: a.AccountID, OrderId: a.OrderID, Amount: money(a.Amount, a.Currency),
 			},
 			// The customer's conditional UPDATE refused: say how much was
 			// available, as read now, after the refusal.
@@ -390,7 +448,13 @@ func (s *sqlStore) Capture(ctx context.Context, idem Idempotency, p CaptureParam
 			legs = append(legs, leg{account: holds, amount: -rest, kind: EntryRelease})
 		}
 		legs = append(legs, leg{account: revenue, amount: a.Captured, kind: EntryCapture})
-		return a, &movement{txn: txn{method: methodCapture, currency: a.Currency, authorization: a.ID}, legs: legs}, nil
+		return a, &movement{
+			txn: txn{method: methodCapture, currency: a.Currency, authorization: a.ID}, legs: legs,
+			subject: a.subject(),
+			event: &eventsv1.PaymentCaptured{
+				AuthorizationId: a.ID, AccountId: a.AccountID, OrderId: a.OrderID, Amount: money(a.Captured, a.Currency),
+			},
+		}, nil
 	})
 }
 
@@ -414,6 +478,10 @@ func (s *sqlStore) Void(ctx context.Context, idem Idempotency, p VoidParams) (Au
 			legs: []leg{
 				{account: a.AccountID, amount: a.Amount, held: -a.Amount, kind: EntryRelease},
 				{account: SystemAccountID(KindHolds, a.Currency), amount: -a.Amount, kind: EntryRelease},
+			},
+			subject: a.subject(),
+			event: &eventsv1.PaymentVoided{
+				AuthorizationId: a.ID, AccountId: a.AccountID, OrderId: a.OrderID, Reason: p.Reason,
 			},
 		}, nil
 	})
@@ -458,6 +526,11 @@ func (s *sqlStore) Refund(ctx context.Context, idem Idempotency, p RefundParams)
 			legs: []leg{
 				{account: a.AccountID, amount: amount, kind: EntryRefund},
 				{account: SystemAccountID(KindRevenue, a.Currency), amount: -amount, kind: EntryRefund},
+			},
+			subject: a.subject(),
+			event: &eventsv1.PaymentRefunded{
+				AuthorizationId: a.ID, RefundId: t.id, AccountId: a.AccountID, OrderId: a.OrderID,
+				Amount: money(amount, a.Currency), Reason: p.Reason,
 			},
 		}, nil
 	})

@@ -94,7 +94,7 @@ func (k *storeKeys) next() Idempotency {
 func TestStoreContract(t *testing.T) {
 	sqltest.Each(t, Migrations, MigrationsDir, func(t *testing.T, db *sqldb.DB) {
 		fastCommits(t, db)
-		s := newSQLStore(db)
+		s := newSQLStore(db, nil)
 		keys := &storeKeys{}
 		for _, c := range storeCases {
 			t.Run(c.name, func(t *testing.T) { c.run(t, s, keys) })
