@@ -409,19 +409,11 @@ var closedChan = func() chan struct{} {
 // ErrInvalidTransition; an unknown order is a *NotFoundError. Safe for
 // concurrent use.
 func (s *Service) ShipmentStatusChanged(ctx context.Context, orderID string, st shippingv1.ShipmentStatus) error {
-	var to orderv1.OrderStatus
-	var from []orderv1.OrderStatus
-	switch st {
-	case shippingv1.ShipmentStatus_SHIPMENT_STATUS_PICKED_UP, shippingv1.ShipmentStatus_SHIPMENT_STATUS_IN_TRANSIT,
-		shippingv1.ShipmentStatus_SHIPMENT_STATUS_OUT_FOR_DELIVERY:
-		to, from = orderv1.OrderStatus_ORDER_STATUS_SHIPPED, []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_CONFIRMED}
-	case shippingv1.ShipmentStatus_SHIPMENT_STATUS_DELIVERED:
-		to, from = orderv1.OrderStatus_ORDER_STATUS_DELIVERED, []orderv1.OrderStatus{
-			orderv1.OrderStatus_ORDER_STATUS_CONFIRMED, orderv1.OrderStatus_ORDER_STATUS_SHIPPED,
+	to, from, ok := shipmentTransition(st)
+	if !ok {
+		if st == shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED || st == shippingv1.ShipmentStatus_SHIPMENT_STATUS_CANCELLED {
+			return nil
 		}
-	case shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED, shippingv1.ShipmentStatus_SHIPMENT_STATUS_CANCELLED:
-		return nil
-	default:
 		return ErrInvalidTransition
 	}
 	err := s.store.Update(ctx, orderID, Cond{Statuses: from}, Change{Status: to}, time.Now())

@@ -17,6 +17,7 @@ import (
 	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
@@ -115,6 +116,11 @@ type Config struct {
 	// context) after an order is confirmed, to release its shipment for
 	// pickup: the shipping API has no call for that. Optional.
 	OnConfirmed func(ctx context.Context, orderID, shipmentID string)
+	// Outbox receives the service's events (OrderPlaced,
+	// OrderStatusChanged, OrderConfirmed, OrderCancelled) in the
+	// transactions of the changes; Open creates its tables. Nil: the
+	// service emits no events.
+	Outbox *events.Outbox
 	// CrashPoint, when set, is asked at every Point of every saga; when it
 	// returns true, this replica stops driving that saga on the spot, as if
 	// the process had died there: nothing more is done or persisted and the
@@ -195,13 +201,18 @@ func Open(ctx context.Context, db *sqldb.DB, cfg Config, logger *slog.Logger) (*
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Outbox != nil {
+		if err := events.Migrate(ctx, db.DB, events.Dialect(db.Dialect)); err != nil {
+			return nil, fmt.Errorf("order: %w", err)
+		}
+	}
 	if err := db.Migrate(ctx, Migrations, "migrations"); err != nil {
 		return nil, fmt.Errorf("order: %w", err)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg:     cfg,
-		store:   NewStore(db),
+		store:   NewStore(db, cfg.Outbox),
 		logger:  logger,
 		table:   newTable(logger),
 		bc:      newBroadcaster(),

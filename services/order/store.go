@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	orderv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/order/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 )
 
 // Migrations are the goose migrations of the order database, in
@@ -102,6 +104,12 @@ type Store interface {
 	// returns ErrNotFound when there is no such order and ErrStale when the
 	// condition does not hold.
 	Update(ctx context.Context, orderID string, when Cond, change Change, now time.Time) error
+	// UpdateIn is Update inside the caller's transaction tx, which the
+	// caller commits, or rolls back on an error.
+	UpdateIn(ctx context.Context, tx *sql.Tx, orderID string, when Cond, change Change, now time.Time) error
+	// StatusIn reads the order's status inside tx, or returns a
+	// *NotFoundError.
+	StatusIn(ctx context.Context, tx *sql.Tx, orderID string) (orderv1.OrderStatus, error)
 	// Claim gives owner the lease on the saga of an unfinished order until
 	// now+ttl, if the lease is free, expired, or owner's already. Of
 	// concurrent claimers of a free lease exactly one wins.
@@ -117,13 +125,14 @@ type Store interface {
 
 // sqlStore is the Store on a SQL database.
 type sqlStore struct {
-	db *sqldb.DB
+	db     *sqldb.DB
+	outbox *events.Outbox // nil: no events
 }
 
 var _ Store = (*sqlStore)(nil)
 
 // NewStore returns the Store on db, which must have Migrations applied.
-func NewStore(db *sqldb.DB) Store { return &sqlStore{db: db} }
+func NewStore(db *sqldb.DB, outbox *events.Outbox) Store { return &sqlStore{db: db, outbox: outbox} }
 
 // orderColumns are the columns of orders that scanOrder reads, prefixed
 // with the alias o.
@@ -170,12 +179,20 @@ func (s *sqlStore) CreateOrder(ctx context.Context, o *Order) (*Order, bool, err
 			VALUES ($1, 1, $2, '', '', '', $3)`, o.ID, int64(o.Status), sqldb.Micros(o.CreateTime)); err != nil {
 			return err
 		}
+		placed := &eventsv1.OrderPlaced{OrderId: o.ID, UserId: o.UserID}
+		for _, l := range o.Lines {
+			placed.Lines = append(placed.Lines, &orderv1.OrderLine{ItemId: l.ItemID, Quantity: l.Quantity})
+		}
+		if err := s.emit(ctx, tx, o.ID, placed); err != nil {
+			return err
+		}
 		created = true
 		return nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("create order: %w", err)
 	}
+	s.wake()
 	var got *Order
 	if created {
 		got, err = s.Order(ctx, o.ID)
@@ -374,15 +391,49 @@ func updateSQL(orderID string, when Cond, c Change, now time.Time) (string, []an
 		where = append(where, "status IN ("+strings.Join(in, ", ")+")")
 	}
 	return `UPDATE orders SET ` + strings.Join(sets, ", ") + ` WHERE ` + strings.Join(where, " AND ") +
-		` RETURNING status_seq, status, cancel_reason, authorization_id, shipment_id`, args
+		` RETURNING status_seq, status, cancel_reason, authorization_id, shipment_id, user_id, currency_code, total_minor`, args
 }
 
 func (s *sqlStore) Update(ctx context.Context, orderID string, when Cond, change Change, now time.Time) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error { return s.updateIn(ctx, tx, orderID, when, change, now) })
+	if err != nil {
+		return fmt.Errorf("update order: %w", err)
+	}
+	if change.Status != 0 {
+		s.wake()
+	}
+	return nil
+}
+
+func (s *sqlStore) UpdateIn(ctx context.Context, tx *sql.Tx, orderID string, when Cond, change Change, now time.Time) error {
+	if err := s.updateIn(ctx, tx, orderID, when, change, now); err != nil {
+		return fmt.Errorf("update order: %w", err)
+	}
+	return nil
+}
+
+func (s *sqlStore) StatusIn(ctx context.Context, tx *sql.Tx, orderID string) (orderv1.OrderStatus, error) {
+	var status int64
+	err := tx.QueryRowContext(ctx, `SELECT status FROM orders WHERE order_id = $1`, orderID).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, &NotFoundError{OrderID: orderID}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read order status: %w", err)
+	}
+	return orderv1.OrderStatus(status), nil //nolint:gosec // written from an OrderStatus
+}
+
+// updateIn applies change in tx, records a status change in order_events
+// and writes its events to the outbox.
+func (s *sqlStore) updateIn(ctx context.Context, tx *sql.Tx, orderID string, when Cond, change Change, now time.Time) error {
 	q, args := updateSQL(orderID, when, change, now)
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+	{
 		var e Event
 		var status int64
-		err := tx.QueryRowContext(ctx, q, args...).Scan(&e.Seq, &status, &e.CancelReason, &e.AuthorizationID, &e.ShipmentID)
+		var o statusOf
+		err := tx.QueryRowContext(ctx, q, args...).Scan(&e.Seq, &status, &e.CancelReason, &e.AuthorizationID, &e.ShipmentID,
+			&o.userID, &o.currency, &o.total)
 		if errors.Is(err, sql.ErrNoRows) {
 			var one int
 			err := tx.QueryRowContext(ctx, `SELECT 1 FROM orders WHERE order_id = $1`, orderID).Scan(&one)
@@ -417,13 +468,11 @@ func (s *sqlStore) Update(ctx context.Context, orderID string, when Cond, change
 			if err != nil {
 				return err
 			}
+			e.Status = orderv1.OrderStatus(status) //nolint:gosec // written from an OrderStatus
+			return s.emitStatus(ctx, tx, orderID, o, e)
 		}
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("update order: %w", err)
 	}
-	return nil
 }
 
 func (s *sqlStore) Claim(ctx context.Context, orderID, owner string, now time.Time, ttl time.Duration) (bool, error) {

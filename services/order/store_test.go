@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -70,7 +71,7 @@ func TestStoreContract(t *testing.T) {
 	sqltest.Each(t, Migrations, "migrations", func(t *testing.T, db *sqldb.DB) {
 		for i, c := range cases {
 			p := fmt.Sprintf("c%d-", i)
-			t.Run(c.name, func(t *testing.T) { c.run(t, &prefixed{st: NewStore(db), p: p}) })
+			t.Run(c.name, func(t *testing.T) { c.run(t, &prefixed{st: NewStore(db, nil), p: p}) })
 		}
 	})
 }
@@ -126,6 +127,14 @@ func (s *prefixed) Events(ctx context.Context, orderID string, afterSeq int64, l
 
 func (s *prefixed) Update(ctx context.Context, orderID string, when Cond, change Change, now time.Time) error {
 	return s.st.Update(ctx, s.p+orderID, when, change, now)
+}
+
+func (s *prefixed) UpdateIn(ctx context.Context, tx *sql.Tx, orderID string, when Cond, change Change, now time.Time) error {
+	return s.st.UpdateIn(ctx, tx, s.p+orderID, when, change, now)
+}
+
+func (s *prefixed) StatusIn(ctx context.Context, tx *sql.Tx, orderID string) (orderv1.OrderStatus, error) {
+	return s.st.StatusIn(ctx, tx, s.p+orderID)
 }
 
 func (s *prefixed) Claim(ctx context.Context, orderID, owner string, now time.Time, ttl time.Duration) (bool, error) {
