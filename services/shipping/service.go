@@ -18,6 +18,7 @@ import (
 	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
 	"github.com/switchboard-rpc/switchboard/kit/authz"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
 )
@@ -69,11 +70,15 @@ type Config struct {
 	// change of a shipment made by this instance, creation included (from
 	// SHIPMENT_STATUS_UNSPECIFIED to CREATED), in order per shipment. It
 	// is at most once: a crash between the commit and the call loses it;
-	// the outbox will replace it. It runs on the carrier loop or in the
+	// for what must not be lost, use the events in Outbox. It runs on the carrier loop or in the
 	// RPC that made the change, so it must be quick, must not panic and
 	// must be safe for concurrent use; ctx ends when that loop or call
 	// does. Close waits for a call in progress.
 	OnStatusChange func(ctx context.Context, shipmentID, orderID string, from, to shippingv1.ShipmentStatus)
+	// Outbox receives the service's events (ShipmentCreated,
+	// ShipmentStatusChanged, ShipmentCancelled) in the transactions of the
+	// changes; Open creates its tables. Nil: the service emits no events.
+	Outbox *events.Outbox
 }
 
 // withDefaults returns c with zero values replaced by defaults, or an
@@ -143,9 +148,14 @@ func Open(ctx context.Context, db *sqldb.DB, cfg Config, logger *slog.Logger) (*
 	if err := db.Migrate(ctx, Migrations, MigrationsDir); err != nil {
 		return nil, fmt.Errorf("shipping: %w", err)
 	}
+	if cfg.Outbox != nil {
+		if err := events.Migrate(ctx, db.DB, events.Dialect(db.Dialect)); err != nil {
+			return nil, fmt.Errorf("shipping: %w", err)
+		}
+	}
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{
-		store:  NewStore(db),
+		store:  NewStore(db, cfg.Outbox),
 		cfg:    cfg,
 		logger: logger,
 		table:  newTable(logger),

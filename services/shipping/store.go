@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	shippingv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/shipping/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 )
 
 // Migrations holds the goose migrations of the shipping schema, in
@@ -52,6 +54,9 @@ type Store interface {
 	// with a *CancelledError for a cancelled shipment and a *NotFoundError
 	// when the order has none.
 	Release(ctx context.Context, orderID string, due time.Time) (bool, error)
+	// ReleaseIn is Release inside the caller's transaction tx, which the
+	// caller commits.
+	ReleaseIn(ctx context.Context, tx *sql.Tx, orderID string, due time.Time) (bool, error)
 	// Due returns at most limit shipments whose next carrier step is due
 	// at now, the longest due first.
 	Due(ctx context.Context, now time.Time, limit int) ([]DueShipment, error)
@@ -64,12 +69,14 @@ type Store interface {
 }
 
 // NewStore returns the Store on db, whose schema Migrations must have
-// created. It is safe for concurrent use; the caller closes db.
-func NewStore(db *sqldb.DB) Store { return &sqlStore{db: db} }
+// created, writing its events to outbox (nil: none). It is safe for
+// concurrent use; the caller closes db.
+func NewStore(db *sqldb.DB, outbox *events.Outbox) Store { return &sqlStore{db: db, outbox: outbox} }
 
 // sqlStore is the Store on SQLite or PostgreSQL, in the portable dialect.
 type sqlStore struct {
-	db *sqldb.DB
+	db     *sqldb.DB
+	outbox *events.Outbox // nil: no events
 }
 
 var _ Store = (*sqlStore)(nil)
@@ -138,11 +145,14 @@ func (s *sqlStore) Create(ctx context.Context, n NewShipment, now time.Time) (Sh
 			Events: []Event{ev}, Created: ev.Time, Updated: ev.Time,
 		}
 		created = true
-		return nil
+		return s.emit(ctx, tx, n.ID, &eventsv1.ShipmentCreated{
+			ShipmentId: n.ID, OrderId: n.OrderID, Carrier: n.Carrier, TrackingNumber: n.TrackingNumber,
+		})
 	})
 	if err != nil {
 		return Shipment{}, false, fmt.Errorf("create shipment for order %q: %w", n.OrderID, err)
 	}
+	s.wake()
 	return sh, created, nil
 }
 
@@ -202,7 +212,7 @@ func getShipment(ctx context.Context, q querier, query, key string) (Shipment, e
 	if sh.Items, err = items(ctx, q, sh.ID); err != nil {
 		return Shipment{}, err
 	}
-	if sh.Events, err = events(ctx, q, sh.ID, 0, last, MaxEvents); err != nil {
+	if sh.Events, err = trackingEvents(ctx, q, sh.ID, 0, last, MaxEvents); err != nil {
 		return Shipment{}, err
 	}
 	return sh, nil
@@ -229,9 +239,9 @@ func items(ctx context.Context, q querier, shipmentID string) ([]Item, error) {
 	return out, rows.Err()
 }
 
-// events reads at most limit events of a shipment with after < sequence
+// trackingEvents reads at most limit events of a shipment with after < sequence
 // <= upTo, oldest first.
-func events(ctx context.Context, q querier, shipmentID string, after, upTo int32, limit int) ([]Event, error) {
+func trackingEvents(ctx context.Context, q querier, shipmentID string, after, upTo int32, limit int) ([]Event, error) {
 	rows, err := q.QueryContext(ctx, `SELECT sequence, status, description, location, event_us FROM tracking_events
 		WHERE shipment_id = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence LIMIT $4`,
 		shipmentID, after, upTo, limit)
@@ -256,7 +266,7 @@ func events(ctx context.Context, q querier, shipmentID string, after, upTo int32
 }
 
 func (s *sqlStore) Events(ctx context.Context, shipmentID string, after int32, limit int) ([]Event, error) {
-	evs, err := events(ctx, s.db, shipmentID, after, math.MaxInt32, limit)
+	evs, err := trackingEvents(ctx, s.db, shipmentID, after, math.MaxInt32, limit)
 	if err != nil {
 		return nil, fmt.Errorf("shipment events: %w", err)
 	}
@@ -298,17 +308,37 @@ func (s *sqlStore) Cancel(ctx context.Context, shipmentID, reason string, now ti
 			return err
 		}
 		tr = &Transition{ShipmentID: shipmentID, OrderID: orderID, From: shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED, To: ev.Status, Event: ev}
-		sh, err = getShipment(ctx, tx, selectShipmentByID, shipmentID)
-		return err
+		if sh, err = getShipment(ctx, tx, selectShipmentByID, shipmentID); err != nil {
+			return err
+		}
+		if err := s.emitTransition(ctx, tx, tr); err != nil {
+			return err
+		}
+		return s.emit(ctx, tx, shipmentID, &eventsv1.ShipmentCancelled{ShipmentId: shipmentID, OrderId: orderID, Reason: reason})
 	})
 	if err != nil {
 		return Shipment{}, nil, fmt.Errorf("cancel shipment: %w", err)
 	}
+	s.wake()
 	return sh, tr, nil
 }
 
 func (s *sqlStore) Release(ctx context.Context, orderID string, due time.Time) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE shipments SET ready = TRUE, due_us = $2
+	return release(ctx, s.db, orderID, due)
+}
+
+func (s *sqlStore) ReleaseIn(ctx context.Context, tx *sql.Tx, orderID string, due time.Time) (bool, error) {
+	return release(ctx, tx, orderID, due)
+}
+
+// execQuerier is what *sql.DB and *sql.Tx have in common.
+type execQuerier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func release(ctx context.Context, db execQuerier, orderID string, due time.Time) (bool, error) {
+	res, err := db.ExecContext(ctx, `UPDATE shipments SET ready = TRUE, due_us = $2
 		WHERE order_id = $1 AND status = 'CREATED' AND NOT ready`, orderID, sqldb.Micros(due))
 	if err != nil {
 		return false, fmt.Errorf("release shipment: %w", err)
@@ -322,7 +352,7 @@ func (s *sqlStore) Release(ctx context.Context, orderID string, due time.Time) (
 		id, st string
 		ready  bool
 	)
-	err = s.db.QueryRowContext(ctx, `SELECT shipment_id, status, ready FROM shipments WHERE order_id = $1`, orderID).
+	err = db.QueryRowContext(ctx, `SELECT shipment_id, status, ready FROM shipments WHERE order_id = $1`, orderID).
 		Scan(&id, &st, &ready)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -397,10 +427,13 @@ func (s *sqlStore) Advance(ctx context.Context, shipmentID string, from shipping
 		tr = &Transition{ShipmentID: shipmentID, OrderID: orderID, From: from, To: to, Event: Event{
 			Sequence: seq, Status: to, Description: desc, Location: loc, Time: sqldb.Time(us),
 		}}
-		return nil
+		return s.emitTransition(ctx, tx, tr)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("advance shipment: %w", err)
+	}
+	if tr != nil {
+		s.wake()
 	}
 	return tr, nil
 }

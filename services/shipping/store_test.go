@@ -68,7 +68,7 @@ func statuses(t *testing.T, events []shipping.Event) []shippingv1.ShipmentStatus
 func TestStore(t *testing.T) {
 	t.Parallel()
 	each(t, func(t *testing.T, db *sqldb.DB) {
-		store := shipping.NewStore(db)
+		store := shipping.NewStore(db, nil)
 		t0 := time.Now().Truncate(time.Microsecond).UTC()
 
 		t.Run("CreateThenGet", func(t *testing.T) {
