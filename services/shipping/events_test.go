@@ -33,7 +33,7 @@ func TestEventsOfAShipment(t *testing.T) {
 	each(t, func(t *testing.T, db *sqldb.DB) {
 		ctx := t.Context()
 		outbox := events.NewOutbox("shipping", events.Dialect(db.Dialect))
-		svc, err := shipping.Open(ctx, db, shipping.Config{Outbox: outbox, StepInterval: time.Hour}, nil)
+		svc, err := shipping.Open(ctx, db, shipping.Config{Outbox: outbox, StepInterval: time.Hour, PickupDelay: time.Hour}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestEventsOfAShipment(t *testing.T) {
 				return confirmed(order)
 			}, nil},
 			{"picked up", func() error {
-				tr, err := store.Advance(ctx, sh.ID, shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED, time.Now().Add(time.Hour), time.Now().Add(2*time.Hour))
+				tr, err := store.Advance(ctx, sh.ID, shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED, time.Now().Add(2*time.Hour), time.Now().Add(3*time.Hour))
 				if err == nil && tr == nil {
 					err = errors.New("not advanced")
 				}
