@@ -11,4 +11,54 @@
 //
 // Transports live in subpackages (natsbus, kafkabus, rabbitbus); each
 // passes the contract suite in eventstest.
+//
+// # Tables
+//
+// Migrate creates three tables, on PostgreSQL or SQLite: events_outbox
+// (unsent events, ordered by an auto-increment seq), events_inbox (the
+// event ids each consumer group has handled, purged after a retention)
+// and events_relay_lease (the one row saying which relay publishes).
+//
+// # Producing
+//
+//	o := events.NewOutbox("order", events.Dialect(db.Dialect))
+//	err := db.Tx(ctx, func(tx *sql.Tx) error {
+//		// ... UPDATE the order's row first, then:
+//		_, err := o.Add(ctx, tx, orderID, &eventsv1.OrderPlaced{OrderId: orderID})
+//		return err
+//	})
+//	if err == nil {
+//		o.Wake()
+//	}
+//
+// and, for the life of the service, one relay:
+//
+//	r := events.NewRelay(db.DB, events.Dialect(db.Dialect), o, transport, events.WithLogger(log))
+//	go r.Run(ctx)
+//	// on shutdown, after Run returned:
+//	err := r.Drain(shutdownCtx)
+//
+// Wake reaches the relays of the same process; on PostgreSQL, Add also
+// sends a notification at commit that wakes the relays of every process;
+// a poll (one second by default) catches anything else.
+//
+// # Guarantees
+//
+// Delivery is at least once. The relay deletes an outbox row only after
+// the broker acknowledged it, so a crash in between publishes the row
+// again; a consumer group handles an event id once, because the inbox row
+// and the handler's effects commit together.
+//
+// Order holds per subject: the relay publishes rows in seq order, stops
+// at the first failure and retries it before anything later, and only
+// the relay holding the lease publishes. Two transactions about one
+// subject must take a lock on it (update its row) before they call Add,
+// so their inserts happen in their commit order.
+//
+// # Tracing
+//
+// Envelopes carry the W3C trace context of the span that produced them.
+// A Consumer starts a span of kind consumer per event, named
+// "<group> process <type>", linked to (not a child of) the producer's
+// span, with the handler's context inside it.
 package events
