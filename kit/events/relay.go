@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,6 +236,9 @@ type row struct {
 	msg Message
 }
 
+// markTimeout bounds marking a batch sent.
+const markTimeout = 10 * time.Second
+
 // pass takes or renews the lease and, if it holds it, publishes rows in
 // order until the table is empty, an error stops it or the lease is lost.
 // It reports whether it held the lease throughout and how many rows it
@@ -250,24 +255,57 @@ func (r *Relay) pass(ctx context.Context) (held bool, sent int, err error) {
 		if err != nil {
 			return true, sent, err
 		}
+		done := make([]any, 0, len(rows))
 		for _, rw := range rows {
 			if time.Until(r.leaseUntil) < r.leaseTTL/2 {
-				if held, err := r.acquire(ctx); err != nil || !held {
-					return false, sent, err
+				if held, err = r.acquire(ctx); err != nil || !held {
+					break
 				}
 			}
-			if err := r.publish(ctx, rw.msg); err != nil {
-				return true, sent, err
+			if err = r.publish(ctx, rw.msg); err != nil {
+				break
 			}
-			if _, err := r.db.ExecContext(ctx, `DELETE FROM events_outbox WHERE seq = $1`, rw.seq); err != nil {
-				return true, sent, fmt.Errorf("events: relay: mark %s sent: %w", rw.msg.ID, err)
-			}
-			sent++
+			done = append(done, rw.seq)
+		}
+		// The rows published are marked in one statement per batch, by
+		// their exact sequence numbers: a row with a lower sequence that
+		// committed late is not among them and stays to be published.
+		if merr := r.markSent(ctx, done); merr != nil {
+			return held, sent, errors.Join(err, merr)
+		}
+		sent += len(done)
+		if err != nil || !held {
+			return held, sent, err
 		}
 		if len(rows) < r.batch {
 			return true, sent, nil
 		}
 	}
+}
+
+// markSent deletes the outbox rows with the sequence numbers seqs, which
+// the broker acknowledged. If this fails they are published again later:
+// at least once.
+func (r *Relay) markSent(ctx context.Context, seqs []any) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`DELETE FROM events_outbox WHERE seq IN (`)
+	for i := range seqs {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("$")
+		q.WriteString(strconv.Itoa(i + 1))
+	}
+	q.WriteString(")")
+	mctx, cancel := context.WithTimeout(ctx, markTimeout)
+	defer cancel()
+	if _, err := r.db.ExecContext(mctx, q.String(), seqs...); err != nil {
+		return fmt.Errorf("events: relay: mark %d events sent: %w", len(seqs), err)
+	}
+	return nil
 }
 
 // publish sends one message, bounded by the lease so it cannot complete
