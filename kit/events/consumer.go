@@ -43,6 +43,8 @@ type Consumer struct {
 	tp        trace.TracerProvider
 	tracer    trace.Tracer
 	retention time.Duration
+	// afterCommit, if set, runs after each committed handler.
+	afterCommit func(ctx context.Context, env *eventsv1.Envelope)
 
 	handled    atomic.Uint64
 	duplicates atomic.Uint64
@@ -167,6 +169,9 @@ func (c *Consumer) Handle(ctx context.Context, d Delivery) error {
 		return nil
 	}
 	c.handled.Add(1)
+	if c.afterCommit != nil {
+		c.afterCommit(ctx, env)
+	}
 	return nil
 }
 

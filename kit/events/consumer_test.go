@@ -58,8 +58,14 @@ func writeEffect(calls *atomic.Int32, fail *error) events.TxHandler {
 func TestConsumerDuplicateIsNoop(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *sql.DB, _ events.Dialect) {
 		createEffects(t, db)
-		var calls atomic.Int32
-		c := events.NewConsumer(db, newFakeTransport(), events.Subscription{Group: "audit"}, writeEffect(&calls, nil))
+		var calls, after atomic.Int32
+		c := events.NewConsumer(db, newFakeTransport(), events.Subscription{Group: "audit"}, writeEffect(&calls, nil),
+			events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) {
+				// The handler's effect is visible: its transaction committed.
+				if count(t, db, "effects") == 1 {
+					after.Add(1)
+				}
+			}))
 		d, _ := delivery(t.Context(), t, "item-1")
 		for i := 1; i <= 3; i++ {
 			d.Attempt = i
@@ -69,6 +75,9 @@ func TestConsumerDuplicateIsNoop(t *testing.T) {
 		}
 		if got := calls.Load(); got != 1 {
 			t.Errorf("handler calls = %d, want 1", got)
+		}
+		if got := after.Load(); got != 1 {
+			t.Errorf("after-commit calls that saw the effect = %d, want 1 (duplicates skip it)", got)
 		}
 		if got := count(t, db, "effects"); got != 1 {
 			t.Errorf("effects = %d, want 1", got)

@@ -1,10 +1,13 @@
 package events
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 )
 
 // RelayOption configures NewRelay.
@@ -132,4 +135,12 @@ func WithInboxRetention(d time.Duration) ConsumerOption {
 			c.retention = d
 		}
 	})
+}
+
+// WithAfterCommit sets a function the consumer calls after a handler's
+// transaction committed (not for duplicates), for work that must follow
+// the commit, such as waking a loop that reads what the handler wrote. It
+// runs on the delivery's goroutine, so it must be quick.
+func WithAfterCommit(fn func(ctx context.Context, env *eventsv1.Envelope)) ConsumerOption {
+	return consumerOption(func(c *Consumer) { c.afterCommit = fn })
 }
