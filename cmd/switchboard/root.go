@@ -16,6 +16,6 @@ REST gateway) and the tools that go with it.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newUpCommand(), newServeCommand(), newCertsCommand(), newLoadCommand(), newVersionCommand())
+	root.AddCommand(newUpCommand(), newServeCommand(), newCertsCommand(), newDemoCommand(), newLoadCommand(), newVersionCommand(), newDevCommand())
 	return root
 }

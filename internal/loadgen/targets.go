@@ -64,7 +64,8 @@ func Setup(ctx context.Context, c Conns, users int) (Fixture, error) {
 	}
 	if err := rec.Send(&inventoryv1.RecordItemsRequest{
 		ItemId: LoadItem, Name: "Load test item", Description: "Bought by switchboard load.",
-		Price:    &typev1.Money{AmountMinor: 100, CurrencyCode: "USD"},
+		// A cent, so the signup credit pays for many orders.
+		Price:    &typev1.Money{AmountMinor: 1, CurrencyCode: "USD"},
 		Quantity: loadStock,
 	}); err != nil {
 		return Fixture{}, fmt.Errorf("loadgen: stock %s: %w", LoadItem, err)

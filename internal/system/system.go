@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 
+	eventsv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/events/v1"
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
 	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
@@ -37,13 +38,16 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/authz"
 	"github.com/switchboard-rpc/switchboard/kit/certs"
 	"github.com/switchboard-rpc/switchboard/kit/client"
+	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 	"github.com/switchboard-rpc/switchboard/kit/validate"
+	"github.com/switchboard-rpc/switchboard/services/audit"
 	"github.com/switchboard-rpc/switchboard/services/greeter"
 	"github.com/switchboard-rpc/switchboard/services/identity"
 	"github.com/switchboard-rpc/switchboard/services/inventory"
+	"github.com/switchboard-rpc/switchboard/services/notify"
 	"github.com/switchboard-rpc/switchboard/services/order"
 	"github.com/switchboard-rpc/switchboard/services/payment"
 	"github.com/switchboard-rpc/switchboard/services/shipping"
@@ -80,25 +84,10 @@ type Env struct {
 	// keys verifies access tokens: the identity service sets its own
 	// issuer; other services fetch the keys from identity.
 	keys auth.KeySource
-	// local holds the components of this run, for in-process hooks
-	// between services until events carry them (see Local).
-	local *locals
-}
-
-// locals are the components opened so far in this run.
-type locals struct {
-	mu    sync.Mutex
-	comps map[string]Component
-}
-
-// Local returns the component of another service of this run, if it runs
-// in this process. Hooks look it up when they fire, so the order services
-// open in does not matter.
-func (e *Env) Local(service string) (Component, bool) {
-	e.local.mu.Lock()
-	defer e.local.mu.Unlock()
-	c, ok := e.local.comps[service]
-	return c, ok
+	// broker carries the run's events; events is the service's part in
+	// them (see Outbox and Consume).
+	broker *broker
+	events *eventsOf
 }
 
 // Logger is the service's logger.
@@ -165,6 +154,7 @@ func Services() []Service {
 				svc, err := identity.Open(ctx, db, identity.Config{
 					KeyFile:     filepath.Join(env.cfg.DataDir, "identity-signing-keys.pem"),
 					Revocations: env.revocations,
+					Outbox:      env.Outbox(ctx, db),
 				}, env.Logger())
 				if err != nil {
 					return nil, err
@@ -181,7 +171,7 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				svc, err := inventory.Open(ctx, db, inventory.Config{}, env.Logger())
+				svc, err := inventory.Open(ctx, db, inventory.Config{Outbox: env.Outbox(ctx, db)}, env.Logger())
 				if err != nil {
 					return nil, err
 				}
@@ -199,7 +189,15 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				return payment.Open(ctx, db, payment.Config{}, env.Logger())
+				svc, err := payment.Open(ctx, db, payment.Config{Outbox: env.Outbox(ctx, db), SignupCredit: env.cfg.SignupCredit}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				// A new user gets an account with the signup credit.
+				if err := env.Consume(ctx, db, payment.EventTypes(), svc.HandleEvent); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
 			},
 			Policy: payment.Policy(),
 		},
@@ -210,19 +208,18 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				return shipping.Open(ctx, db, shipping.Config{
+				svc, err := shipping.Open(ctx, db, shipping.Config{
 					StepInterval: env.cfg.CarrierStep,
-					// Until events carry it, the carrier's progress reaches
-					// an order service in this process directly.
-					OnStatusChange: func(ctx context.Context, _, orderID string, _, to shippingv1.ShipmentStatus) {
-						if c, ok := env.Local("order"); ok {
-							if err := c.(*order.Service).ShipmentStatusChanged(ctx, orderID, to); err != nil {
-								env.Logger().LogAttrs(ctx, slog.LevelWarn, "order did not take the shipment's status",
-									slog.String("order_id", orderID), slog.String("error", err.Error()))
-							}
-						}
-					},
+					Outbox:       env.Outbox(ctx, db),
 				}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				// A confirmed order's parcel may be picked up.
+				if err := env.Consume(ctx, db, shipping.EventTypes(), svc.HandleEvent); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
 			},
 			Policy: shipping.Policy(),
 		},
@@ -245,22 +242,70 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				return order.Open(ctx, db, order.Config{
+				svc, err := order.Open(ctx, db, order.Config{
 					Inventory: inventoryv1.NewInventoryServiceClient(inv),
 					Payment:   paymentv1.NewPaymentServiceClient(pay),
 					Shipping:  shippingv1.NewShippingServiceClient(ship),
-					// A confirmed order's parcel may be picked up.
-					OnConfirmed: func(ctx context.Context, orderID, _ string) {
-						if c, ok := env.Local("shipping"); ok {
-							if err := c.(*shipping.Service).Release(ctx, orderID); err != nil {
-								env.Logger().LogAttrs(ctx, slog.LevelWarn, "releasing the shipment failed",
-									slog.String("order_id", orderID), slog.String("error", err.Error()))
-							}
-						}
-					},
+					Outbox:    env.Outbox(ctx, db),
 				}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				// The carrier's progress moves the order to shipped and
+				// delivered.
+				if err := env.Consume(ctx, db, order.EventTypes(), svc.HandleEvent); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
 			},
 			Policy: order.Policy(),
+		},
+		{
+			Name: "notify", Offset: 6,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				cfg := notify.Config{MailDir: filepath.Join(env.cfg.DataDir, "mail")}
+				if env.cfg.SMTP.Addr != "" {
+					sender, err := notify.NewSMTPSender(env.cfg.SMTP)
+					if err != nil {
+						return nil, err
+					}
+					cfg = notify.Config{Sender: sender, From: env.cfg.MailFrom}
+				}
+				svc, err := notify.Open(ctx, db, cfg, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				if err := env.Consume(ctx, db, svc.EventTypes(), svc.HandleEvent,
+					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() })); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
+			},
+			Policy: notify.Policy(),
+		},
+		{
+			Name: "audit", Offset: 7,
+			Open: func(ctx context.Context, env *Env) (Component, error) {
+				db, err := env.DB(ctx)
+				if err != nil {
+					return nil, err
+				}
+				svc, err := audit.Open(ctx, db, audit.Config{}, env.Logger())
+				if err != nil {
+					return nil, err
+				}
+				// Every event, from every service, into the hash chain.
+				if err := env.Consume(ctx, db, svc.EventTypes(), svc.HandleEvent,
+					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() })); err != nil {
+					return nil, errors.Join(err, svc.Close())
+				}
+				return svc, nil
+			},
+			Policy: audit.Policy(),
 		},
 	}
 }
@@ -307,12 +352,40 @@ type Config struct {
 	// by every process; empty keeps them in this process, which is right
 	// only when one process runs every service.
 	RedisURL string
+	// Broker carries the events between services: nats://host:4222,
+	// kafka://host1:9092,host2:9092, or amqp://user:pass@host:5672/.
+	// Empty: a NATS JetStream server embedded in the process, with its
+	// files under <data>/nats.
+	Broker string
+	// SignupCredit is the opening credit, in US cents, of the account
+	// payment opens for each new user. 0: payment's default.
+	SignupCredit int64
+	// SMTP sends notify's e-mail when its Addr is set; otherwise each
+	// message is written as an .eml file under <data>/mail.
+	SMTP notify.SMTPConfig
+	// MailFrom is the sender address of e-mail sent over SMTP.
+	MailFrom string
 	// Peers gives the addresses of services this run calls but does not
 	// serve, by name; a service not listed is looked for on Host at its
 	// slot.
 	Peers map[string]string
 	// Limits are the rate limits of every service.
 	Limits ratelimit.Limits
+	// RegistryEndpoints are etcd's client URLs. When set, every service
+	// the run serves registers there (see registry.go) and the services it
+	// calls but neither serves nor finds in Peers are reached as
+	// etcd:///<service>.
+	RegistryEndpoints []string
+	// RegistryTTL is the registrations' lease; zero means 10s.
+	RegistryTTL time.Duration
+	// AdvertiseHost is the host registered for peers to dial; empty means
+	// Host, or the machine's name when Host is a wildcard.
+	AdvertiseHost string
+	// Version and Zone label the run's registrations (the canary balancer
+	// routes by Version).
+	Version, Zone string
+	// Gateway configures the REST gateway; its Addr empty turns it off.
+	Gateway GatewayConfig
 	// ShutdownTimeout bounds the whole shutdown.
 	ShutdownTimeout time.Duration
 	// Logger receives the logs.
@@ -361,7 +434,7 @@ type running struct {
 // service answers its health check over mTLS, and prints the table of
 // addresses.
 func Run(ctx context.Context, cfg Config, services []Service) (err error) {
-	if len(services) == 0 {
+	if len(services) == 0 && cfg.Gateway.Addr == "" {
 		return errors.New("system: no services to run")
 	}
 	log := cfg.Logger
@@ -369,6 +442,9 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 	names := make([]string, len(services))
 	for i, s := range services {
 		names[i] = s.Name
+	}
+	if cfg.Gateway.Addr != "" {
+		names = append(names, GatewayName)
 	}
 	results, err := certs.EnsureDevPKI(cfg.CertsDir(), names)
 	if err != nil {
@@ -411,12 +487,26 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		book[svc.Name] = lis.Addr().String()
 		all = append(all, &running{svc: svc, lis: lis, served: make(chan error, 1)})
 	}
+	disc, err := openDiscovery(cfg, tel)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, disc.close()) }()
+	gw, err := listenGateway(cfg)
+	if err != nil {
+		return err
+	}
+	defer gw.closeListener()
 	revocations, closeRevocations, err := newRevocations(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeRevocations()) }()
-	local := &locals{comps: map[string]Component{}}
+	brk, err := openBroker(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, brk.close()) }()
 	var stops []func() error
 	defer func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -424,7 +514,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		}
 	}()
 	for _, r := range all {
-		stop, err := open(ctx, cfg, tel, r, book, revocations, local)
+		stop, err := open(ctx, cfg, tel, r, book, revocations, brk, disc)
 		stops = append(stops, stop)
 		if err != nil {
 			return err
@@ -447,9 +537,16 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		go func() { r.served <- r.srv.Serve(r.lis) }()
 	}
 	if err := ready(ctx, cfg, all); err != nil {
-		return errors.Join(err, shutdown(ctx, cfg, all, metrics))
+		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
 	}
-	printTable(cfg, all, time.Since(begin))
+	// The gateway comes last, once the services it fronts are ready.
+	if err := gw.start(ctx, cfg, tel, book, revocations); err != nil {
+		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
+	}
+	if err := disc.register(ctx, all); err != nil {
+		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
+	}
+	printTable(cfg, all, gw, time.Since(begin))
 	log.LogAttrs(ctx, slog.LevelInfo, "switchboard ready", slog.Int("services", len(all)), slog.Duration("took", time.Since(begin)))
 
 	// Development certificates live 7 days: renew them while running; the
@@ -465,6 +562,9 @@ wait:
 			break wait
 		case serveErr = <-exited:
 			break wait
+		case <-gw.exited():
+			serveErr = gw.serveErr()
+			break wait
 		case <-renew.C:
 			if _, err := certs.EnsureDevPKI(cfg.CertsDir(), names); err != nil {
 				log.LogAttrs(ctx, slog.LevelError, "renewing certificates failed", slog.String("error", err.Error()))
@@ -472,15 +572,16 @@ wait:
 		}
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "switchboard stopping")
-	return errors.Join(serveErr, shutdown(ctx, cfg, all, metrics))
+	// Deregister first, so peers stop calling, then drain and stop.
+	return errors.Join(serveErr, disc.deregister(ctx), shutdown(ctx, cfg, all, metrics, gw))
 }
 
 // open builds r's server: its certificate, its component, its chain. The
 // returned function closes what open made, once the server has stopped.
-func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string, revocations auth.Revocations, local *locals) (func() error, error) {
+func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running, book map[string]string, revocations auth.Revocations, brk *broker, disc *discoveryRun) (func() error, error) {
 	svc := r.svc
 	logger := cfg.Logger.With(slog.String("service", svc.Name))
-	env := &Env{cfg: cfg, name: svc.Name, logger: logger, revocations: revocations, local: local}
+	env := &Env{cfg: cfg, name: svc.Name, logger: logger, revocations: revocations, broker: brk}
 	stop := func() error {
 		var errs []error
 		for i := len(env.onStop) - 1; i >= 0; i-- {
@@ -496,16 +597,13 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 		return stop, fmt.Errorf("%s: certificate metrics: %w", svc.Name, err)
 	}
 	env.dial = func(target string) (*grpc.ClientConn, error) {
-		addr, ok := book[target]
-		if !ok {
-			addr, ok = cfg.peer(target)
+		dialTarget, opts, err := disc.target(target, book)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", svc.Name, err)
 		}
-		if !ok {
-			return nil, fmt.Errorf("%s: no address for service %q", svc.Name, target)
-		}
-		conn, err := client.Dial("passthrough:///"+addr,
+		conn, err := client.Dial(dialTarget, append(opts,
 			client.WithCredentials(certs.ClientCredentials(src, target)),
-			client.WithTelemetry(tel))
+			client.WithTelemetry(tel))...)
 		if err != nil {
 			return nil, err
 		}
@@ -517,9 +615,9 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	env.OnStop(comp.Close)
-	local.mu.Lock()
-	local.comps[svc.Name] = comp
-	local.mu.Unlock()
+	// Registered after Close, so the consumers stop before the service
+	// closes.
+	env.OnStop(env.events.startConsumers(ctx))
 	keys := env.keys
 	if keys == nil {
 		conn, err := env.Dial("identity")
@@ -602,7 +700,7 @@ func ready(ctx context.Context, cfg Config, all []*running) error {
 	return nil
 }
 
-func printTable(cfg Config, all []*running, took time.Duration) {
+func printTable(cfg Config, all []*running, gw *gatewayRun, took time.Duration) {
 	if cfg.Out == nil {
 		return
 	}
@@ -613,15 +711,23 @@ func printTable(cfg Config, all []*running, took time.Duration) {
 	for _, r := range sorted {
 		_, _ = fmt.Fprintf(w, "%s\t%s\n", r.svc.Name, r.lis.Addr())
 	}
+	if gw != nil {
+		_, _ = fmt.Fprintf(w, "%s\t%s\n", GatewayName, gw.url())
+	}
 	if cfg.MetricsAddr != "" {
 		_, _ = fmt.Fprintf(w, "metrics\thttp://%s/metrics\n", cfg.MetricsAddr)
 	}
 	_ = w.Flush()
 	dir := cfg.CertsDir()
-	_, _ = fmt.Fprintf(cfg.Out, "\nready in %s. Certificates in %s; try:\n  grpcurl -cacert %s -cert %s -key %s %s list\n",
-		took.Round(time.Millisecond), dir,
-		filepath.Join(dir, certs.CAFile), filepath.Join(dir, certs.OperatorName+".pem"), filepath.Join(dir, certs.OperatorName+"-key.pem"),
-		sorted[0].lis.Addr())
+	_, _ = fmt.Fprintf(cfg.Out, "\nready in %s. Certificates in %s; try:\n", took.Round(time.Millisecond), dir)
+	if len(sorted) > 0 {
+		_, _ = fmt.Fprintf(cfg.Out, "  grpcurl -cacert %s -cert %s -key %s %s list\n",
+			filepath.Join(dir, certs.CAFile), filepath.Join(dir, certs.OperatorName+".pem"), filepath.Join(dir, certs.OperatorName+"-key.pem"),
+			sorted[0].lis.Addr())
+	}
+	if gw != nil {
+		_, _ = fmt.Fprintf(cfg.Out, "  curl %s/v1/items\n", gw.url())
+	}
 }
 
 // firstExit reports the first service whose Serve returned.
@@ -640,12 +746,16 @@ func firstExit(all []*running) <-chan error {
 	return out
 }
 
-// shutdown stops every service at once, bounded by the shutdown timeout.
-func shutdown(ctx context.Context, cfg Config, all []*running, metrics *http.Server) error {
+// shutdown stops the gateway, then every service at once, bounded by the
+// shutdown timeout.
+func shutdown(ctx context.Context, cfg Config, all []*running, metrics *http.Server, gw *gatewayRun) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
 	var mu sync.Mutex
 	var errs []error
+	if err := gw.stop(sctx); err != nil {
+		errs = append(errs, err)
+	}
 	var wg sync.WaitGroup
 	for _, r := range all {
 		wg.Add(1)

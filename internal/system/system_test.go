@@ -5,7 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,9 +21,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
+	auditv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/audit/v1"
 	greeterv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/greeter/v1"
 	identityv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/identity/v1"
 	inventoryv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/inventory/v1"
+	notifyv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/notify/v1"
 	orderv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/order/v1"
 	paymentv1 "github.com/switchboard-rpc/switchboard/gen/switchboard/payment/v1"
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
@@ -250,13 +255,10 @@ func TestOrderIsPlacedConfirmedAndDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// UserRegistered reaches payment through the broker, which opens the
+	// account with the signup credit.
 	pay := paymentv1.NewPaymentServiceClient(dialAs("payment"))
-	if _, err := pay.OpenAccount(ctx, &paymentv1.OpenAccountRequest{
-		IdempotencyKey: "open-bo", OwnerId: reg.GetUser().GetUserId(), CurrencyCode: "USD",
-		OpeningCredit: &typev1.Money{AmountMinor: 10000, CurrencyCode: "USD"},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitForAccount(ctx, t, pay, reg.GetUser().GetUserId())
 	userCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
 	orders := orderv1.NewOrderServiceClient(dialAs("order"))
 	placed, err := orders.PlaceOrder(userCtx, &orderv1.PlaceOrderRequest{
@@ -296,5 +298,144 @@ func TestOrderIsPlacedConfirmedAndDelivered(t *testing.T) {
 	}
 	if got := acct.GetAccount().GetBalance().GetAmountMinor(); got != 10000-2400 {
 		t.Errorf("balance after the order = %d, want %d", got, 10000-2400)
+	}
+
+	// notify sent the welcome, the confirmation and the delivery e-mails,
+	// from the events; the user sees them.
+	notes := notifyv1.NewNotifyServiceClient(dialAs("notify"))
+	wantMail := []string{"switchboard.events.v1.OrderConfirmed", "switchboard.events.v1.ShipmentStatusChanged", "switchboard.events.v1.UserRegistered"}
+	var gotMail []string
+	for ctx.Err() == nil {
+		resp, err := notes.ListNotifications(userCtx, &notifyv1.ListNotificationsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotMail = gotMail[:0]
+		for _, n := range resp.GetNotifications() {
+			gotMail = append(gotMail, n.GetEventType())
+		}
+		slices.Sort(gotMail)
+		if slices.Equal(gotMail, wantMail) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !slices.Equal(gotMail, wantMail) {
+		t.Errorf("notifications = %v, want %v", gotMail, wantMail)
+	}
+	mails, err := filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
+	if err != nil || len(mails) != len(wantMail) {
+		t.Errorf("%d .eml files (%v), want %d", len(mails), err, len(wantMail))
+	}
+
+	// audit recorded the events of every service in a chain that
+	// verifies.
+	auditor := auditv1.NewAuditServiceClient(dialAs("audit"))
+	sources := map[string]bool{}
+	for ctx.Err() == nil && len(sources) < 5 {
+		resp, err := auditor.Query(ctx, &auditv1.QueryRequest{PageSize: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetRecords() {
+			sources[r.GetSource()] = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, src := range []string{"identity", "inventory", "payment", "order", "shipping"} {
+		if !sources[src] {
+			t.Errorf("no audit record from %s (got %v)", src, sources)
+		}
+	}
+	verified, err := auditor.Verify(ctx, &auditv1.VerifyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !verified.GetOk() || verified.GetRecordsChecked() == 0 {
+		t.Errorf("Verify = %v, want ok over every record", verified)
+	}
+}
+
+// waitForAccount waits until payment has opened the user's USD account.
+func waitForAccount(ctx context.Context, t *testing.T, pay paymentv1.PaymentServiceClient, userID string) *paymentv1.Account {
+	t.Helper()
+	for {
+		resp, err := pay.GetAccount(ctx, &paymentv1.GetAccountRequest{OwnerId: userID, CurrencyCode: "USD"})
+		if err == nil {
+			return resp.GetAccount()
+		}
+		if grpcstatus.Code(err) != codes.NotFound {
+			t.Fatalf("GetAccount = %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no account for user %s: %v", userID, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// getStatus returns the HTTP status of a GET of url.
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// up serves the gateway once the services are ready, and prints it;
+// serve gateway runs it alone in front of the services as peers.
+func TestGatewayRunsWithTheServicesAndAlone(t *testing.T) {
+	dir := t.TempDir()
+	out := &syncBuffer{}
+	cfg := testConfig(dir, out)
+	cfg.Gateway.Addr = "127.0.0.1:0"
+	addrs, stop := runAll(t, cfg)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	}()
+	gatewayURL := regexp.MustCompile(`(?m)^gateway\s+(http://127\.0\.0\.1:\d+)$`)
+	m := gatewayURL.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no gateway in the table: %s", out.String())
+	}
+	for _, path := range []string{"/readyz", "/v1/items/sku-mug"} {
+		if got := getStatus(t, m[1]+path); got != http.StatusOK {
+			t.Errorf("up: GET %s = %d, want 200", path, got)
+		}
+	}
+
+	aloneOut := &syncBuffer{}
+	alone := testConfig(dir, aloneOut)
+	alone.Gateway.Addr = "127.0.0.1:0"
+	alone.Peers = addrs
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, alone, nil) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for m = gatewayURL.FindStringSubmatch(aloneOut.String()); m == nil; m = gatewayURL.FindStringSubmatch(aloneOut.String()) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("gateway alone not ready after 10s: %s (%v)", aloneOut.String(), <-done)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, path := range []string{"/readyz", "/v1/items/sku-mug"} {
+		if got := getStatus(t, m[1]+path); got != http.StatusOK {
+			t.Errorf("serve gateway: GET %s = %d, want 200", path, got)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run of the gateway alone = %v", err)
 	}
 }

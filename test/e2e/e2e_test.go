@@ -72,6 +72,7 @@ func testConfig(dir string) system.Config {
 		Drain:           10 * time.Millisecond,
 		ShutdownTimeout: 10 * time.Second,
 		CarrierStep:     time.Hour,
+		SignupCredit:    openingCredit,
 		Limits:          ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1e6, Burst: 1e6}},
 		Logger:          slog.New(slog.DiscardHandler),
 		Out:             &syncBuffer{},
@@ -84,6 +85,8 @@ type shop struct {
 	inv    inventoryv1.InventoryServiceClient
 	pay    paymentv1.PaymentServiceClient
 	orders orderv1.OrderServiceClient
+	// auditConn reaches the audit service as the operator.
+	auditConn *grpc.ClientConn
 }
 
 // start runs every service until the test ends, and dials them as the
@@ -144,10 +147,11 @@ func start(t *testing.T, cfg system.Config) *shop {
 		return conn
 	}
 	return &shop{
-		id:     identityv1.NewIdentityServiceClient(dialAs("identity")),
-		inv:    inventoryv1.NewInventoryServiceClient(dialAs("inventory")),
-		pay:    paymentv1.NewPaymentServiceClient(dialAs("payment")),
-		orders: orderv1.NewOrderServiceClient(dialAs("order")),
+		id:        identityv1.NewIdentityServiceClient(dialAs("identity")),
+		inv:       inventoryv1.NewInventoryServiceClient(dialAs("inventory")),
+		pay:       paymentv1.NewPaymentServiceClient(dialAs("payment")),
+		orders:    orderv1.NewOrderServiceClient(dialAs("order")),
+		auditConn: dialAs("audit"),
 	}
 }
 
@@ -215,11 +219,20 @@ func (s *shop) user(ctx context.Context, i int) (user, error) {
 		return user{}, fmt.Errorf("login %s: %w", email, err)
 	}
 	uid := reg.GetUser().GetUserId()
-	if _, err := s.pay.OpenAccount(ctx, &paymentv1.OpenAccountRequest{
-		IdempotencyKey: "open-" + uid, OwnerId: uid, CurrencyCode: "USD",
-		OpeningCredit: &typev1.Money{AmountMinor: openingCredit, CurrencyCode: "USD"},
-	}); err != nil {
-		return user{}, fmt.Errorf("open account of %s: %w", email, err)
+	// Payment opens the account when UserRegistered reaches it.
+	for {
+		_, err := s.pay.GetAccount(ctx, &paymentv1.GetAccountRequest{OwnerId: uid, CurrencyCode: "USD"})
+		if err == nil {
+			break
+		}
+		if grpcstatus.Code(err) != codes.NotFound {
+			return user{}, fmt.Errorf("account of %s: %w", email, err)
+		}
+		select {
+		case <-ctx.Done():
+			return user{}, fmt.Errorf("account of %s never opened: %w", email, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	return user{
 		id: uid,

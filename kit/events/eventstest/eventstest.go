@@ -85,7 +85,7 @@ func newCollector(after func(d events.Delivery) error) *collector {
 	return &collector{cond: make(chan struct{}, 1), after: after}
 }
 
-func (c *collector) handle(ctx context.Context, d events.Delivery) error {
+func (c *collector) handle(_ context.Context, d events.Delivery) error {
 	var err error
 	if c.after != nil {
 		err = c.after(d)
