@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -635,7 +636,11 @@ func open(ctx context.Context, cfg Config, tel *telemetry.Telemetry, r *running,
 	if err != nil {
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}
-	limiter, err := ratelimit.New(cfg.Limits)
+	// Anonymous calls the gateway relays count against their clients'
+	// addresses, not against the gateway.
+	limits := cfg.Limits
+	limits.Edges = append(slices.Clone(limits.Edges), GatewayName)
+	limiter, err := ratelimit.New(limits)
 	if err != nil {
 		return stop, fmt.Errorf("%s: %w", svc.Name, err)
 	}

@@ -6,9 +6,11 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/switchboard-rpc/switchboard/kit/identity"
@@ -33,12 +35,18 @@ type callerKey struct {
 }
 
 // callerOf returns the key of the caller in ctx: the verified user, else
-// the verified calling service, else the peer's address.
-func callerOf(ctx context.Context) callerKey {
+// the client an edge service forwarded, else the verified calling
+// service, else the peer's address.
+func callerOf(ctx context.Context, edges map[string]bool) callerKey {
 	if u := identity.UserFrom(ctx); u != nil && u.ID != "" {
 		return callerKey{kind: callerUser, id: u.ID}
 	}
 	if s := identity.ServiceFrom(ctx); s != nil && s.Name != "" {
+		if edges[s.Name] {
+			if ip, ok := forwardedFor(ctx); ok {
+				return callerKey{kind: callerIP, ip: addrKey(ip)}
+			}
+		}
 		return callerKey{kind: callerService, id: s.Name}
 	}
 	p, ok := peer.FromContext(ctx)
@@ -51,6 +59,21 @@ func callerOf(ctx context.Context) callerKey {
 		}
 	}
 	return callerKey{kind: callerAddr, id: p.Addr.String()}
+}
+
+// forwardedFor returns the first address of the call's x-forwarded-for
+// metadata: the client an edge relays.
+func forwardedFor(ctx context.Context) (netip.Addr, bool) {
+	vals := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for")
+	if len(vals) == 0 {
+		return netip.Addr{}, false
+	}
+	first, _, _ := strings.Cut(vals[0], ",")
+	ip, err := netip.ParseAddr(strings.TrimSpace(first))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }
 
 // addrKey returns the address that stands for ip: ip itself for IPv4, its

@@ -53,6 +53,13 @@ type Limits struct {
 	// PerIdentity is the limit of each caller across all methods: the
 	// verified user, else the calling service, else the peer address.
 	PerIdentity Limit `yaml:"per_identity"`
+	// Edges are services that relay calls of outside clients, such as a
+	// REST gateway. A call from an edge without a verified user is the
+	// client's, not the edge's: its caller is the first address in the
+	// call's x-forwarded-for metadata, which only a verified edge is
+	// believed about. Without that metadata the edge itself is the
+	// caller.
+	Edges []string `yaml:"edges"`
 }
 
 // Option configures a Limiter.
@@ -78,7 +85,8 @@ type Limiter struct {
 	def      rate                               // Limits.Default
 	overflow *bucket                            // shared by methods beyond maxMethods
 
-	perCaller *callers // nil when PerIdentity is no limit
+	perCaller *callers        // nil when PerIdentity is no limit
+	edges     map[string]bool // Limits.Edges
 }
 
 // Its Limit method is a kit/server Limiter.
@@ -144,6 +152,12 @@ func New(limits Limits, opts ...Option) (*Limiter, error) {
 	}
 	if !perCaller.unlimited() {
 		l.perCaller = newCallers(o.maxIdentities, perCaller.bucket)
+	}
+	if len(limits.Edges) > 0 {
+		l.edges = make(map[string]bool, len(limits.Edges))
+		for _, e := range limits.Edges {
+			l.edges[e] = true
+		}
 	}
 	return l, nil
 }
@@ -211,7 +225,7 @@ func (l *Limiter) Limit(ctx context.Context, call server.Call) error {
 	now := l.now()
 	var mine *bucket
 	if l.perCaller != nil {
-		mine = l.perCaller.get(callerOf(ctx))
+		mine = l.perCaller.get(callerOf(ctx, l.edges))
 		if ok, wait := mine.take(now); !ok {
 			return exhausted("too many calls from this caller", wait)
 		}

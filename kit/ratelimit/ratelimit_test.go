@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	grpcstatus "google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
@@ -225,6 +226,41 @@ func TestCallerKeys(t *testing.T) {
 		}
 		if got, want := l.Identities(), 1; got != want {
 			t.Errorf("%s: Identities() = %d, want %d", tt.name, got, want)
+		}
+	}
+}
+
+func TestEdgeClientsAreCallers(t *testing.T) {
+	bg := t.Context()
+	via := func(service, xff string) context.Context {
+		ctx := serviceCtx(peerCtx(bg, "10.0.0.7:4000"), service)
+		if xff != "" {
+			ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("x-forwarded-for", xff))
+		}
+		return ctx
+	}
+	tests := []struct {
+		name      string
+		a, b      context.Context
+		shareWith bool // a and b share a bucket
+	}{
+		{"two clients through the edge", via("gateway", "192.0.2.1"), via("gateway", "192.0.2.2"), false},
+		{"one client through the edge twice", via("gateway", "192.0.2.1"), via("gateway", "192.0.2.1, 10.0.0.1"), true},
+		{"the edge's clients are not the edge", via("gateway", "192.0.2.1"), via("gateway", ""), false},
+		{"an edge without forwarded metadata is itself", via("gateway", ""), via("gateway", ""), true},
+		{"unparsable metadata: the edge itself", via("gateway", "not an address"), via("gateway", ""), true},
+		{"a service that is no edge is not believed", via("order", "192.0.2.1"), via("order", "192.0.2.2"), true},
+		{"a user through the edge is the user", userCtx(via("gateway", "192.0.2.1"), "u-1"), userCtx(via("gateway", "192.0.2.2"), "u-1"), true},
+	}
+	for _, tt := range tests {
+		l, _ := newLimiter(t, ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1, Burst: 1}, Edges: []string{"gateway"}})
+		call := server.Call{FullMethod: getItem}
+		if err := l.Limit(tt.a, call); err != nil {
+			t.Fatalf("%s: first Limit = %v, want nil", tt.name, err)
+		}
+		err := l.Limit(tt.b, call)
+		if got := grpcstatus.Code(err) == codes.ResourceExhausted; got != tt.shareWith {
+			t.Errorf("%s: second caller's Limit = %v, want shared bucket %v", tt.name, err, tt.shareWith)
 		}
 	}
 }
