@@ -33,6 +33,7 @@ type runFlags struct {
 	smtpAddr, smtpUser     string
 	smtpPassword, smtpTLS  string
 	mailFrom               string
+	pprof                  bool
 	carrierStep            time.Duration
 	gateway                gatewayFlags
 	registry               registryFlags
@@ -62,6 +63,7 @@ func (f *runFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.host, "host", "127.0.0.1", "address services listen on")
 	fs.IntVar(&f.basePort, "base-port", 7100, "port of the first service; the others follow it")
 	fs.StringVar(&f.metrics, "metrics", "127.0.0.1:9090", "address of the Prometheus /metrics endpoint (empty: off)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve runtime profiles under /debug/pprof/ on the --metrics address")
 	fs.StringVar(&f.otlp, "otlp-endpoint", "", "OTLP/gRPC endpoint for traces (empty: traces are not exported)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -128,6 +130,7 @@ func (f *runFlags) resolve(cmd *cobra.Command, stdout io.Writer) (system.Config,
 		Host:            f.host,
 		BasePort:        f.basePort,
 		MetricsAddr:     f.metrics,
+		Pprof:           f.pprof,
 		OTLPEndpoint:    f.otlp,
 		Drain:           f.drain,
 		ShutdownTimeout: f.shutdownTimeout,

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"slices"
@@ -334,6 +335,9 @@ type Config struct {
 	// MetricsAddr serves Prometheus metrics at /metrics; empty turns it
 	// off.
 	MetricsAddr string
+	// Pprof also serves the runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on MetricsAddr.
+	Pprof bool
 	// OTLPEndpoint receives traces when set.
 	OTLPEndpoint string
 	// Drain is how long a stopping service reports NOT_SERVING before it
@@ -530,6 +534,13 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", tel.MetricsHandler())
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = metrics.Serve(lis) }()
 	}
