@@ -74,8 +74,9 @@ func (g *gatewayRun) closeListener() {
 }
 
 // start builds the gateway, as GatewayName over mTLS to the services of
-// the run (book) and to the peers of the others, and serves it.
-func (g *gatewayRun) start(ctx context.Context, cfg Config, tel *telemetry.Telemetry, book map[string]string, revocations auth.Revocations) error {
+// the run (book), to the peers of the others or through the registry
+// (disc), and serves it.
+func (g *gatewayRun) start(ctx context.Context, cfg Config, tel *telemetry.Telemetry, book map[string]string, revocations auth.Revocations, disc *discoveryRun) error {
 	if g == nil {
 		return nil
 	}
@@ -87,18 +88,16 @@ func (g *gatewayRun) start(ctx context.Context, cfg Config, tel *telemetry.Telem
 	if err := tel.Registry().Register(src.Collector()); err != nil {
 		return fmt.Errorf("gateway: certificate metrics: %w", err)
 	}
+	// Services are reached as the others reach them: in this run, at a
+	// peer address, or through the registry.
 	dial := func(service string, opts ...client.Option) (*grpc.ClientConn, error) {
-		addr, ok := book[service]
-		if !ok {
-			addr, ok = cfg.peer(service)
+		target, topts, err := disc.target(service, book)
+		if err != nil {
+			return nil, err
 		}
-		if !ok {
-			return nil, fmt.Errorf("no address for service %q", service)
-		}
-		return client.Dial("passthrough:///"+addr, append([]client.Option{
+		return client.Dial(target, append(append(topts,
 			client.WithCredentials(certs.ClientCredentials(src, service)),
-			client.WithTelemetry(tel),
-		}, opts...)...)
+			client.WithTelemetry(tel)), opts...)...)
 	}
 	// Every service of the system that has routes: those of this run by
 	// their address, the others as peers.

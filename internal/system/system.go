@@ -552,7 +552,7 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
 	}
 	// The gateway comes last, once the services it fronts are ready.
-	if err := gw.start(ctx, cfg, tel, book, revocations); err != nil {
+	if err := gw.start(ctx, cfg, tel, book, revocations, disc); err != nil {
 		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
 	}
 	if err := disc.register(ctx, all); err != nil {
