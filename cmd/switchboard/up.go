@@ -44,6 +44,7 @@ type registryFlags struct {
 	endpoints     []string
 	advertise     string
 	version, zone string
+	canary        string
 }
 
 // gatewayFlags are the settings of the REST gateway.
@@ -85,6 +86,7 @@ func (f *runFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&f.registry.advertise, "advertise-host", "", "host registered for peers to dial (empty: --host, or the machine's name when --host is 0.0.0.0)")
 	fs.StringVar(&f.registry.version, "registry-version", "", "version label of this run's registrations, for canary routing (e.g. v2)")
 	fs.StringVar(&f.registry.zone, "registry-zone", "", "zone label of this run's registrations")
+	fs.StringVar(&f.registry.canary, "canary-policy", "", "YAML file of canary weights per service and version, re-read when it changes (empty: the etcd key "+system.DefaultCanaryKey+")")
 	fs.StringVar(&f.gateway.addr, "gateway-addr", "127.0.0.1:8080", "address of the REST/JSON gateway (empty: off; serve runs it as the service gateway)")
 	fs.StringSliceVar(&f.gateway.origins, "gateway-origins", nil, "origins browsers may call the gateway from (CORS), comma-separated; * for any")
 	fs.Int64Var(&f.gateway.maxBody, "gateway-max-body", 1<<20, "largest request body the gateway takes, in bytes")
@@ -155,6 +157,7 @@ func (f *runFlags) resolve(cmd *cobra.Command, stdout io.Writer) (system.Config,
 		AdvertiseHost:     f.registry.advertise,
 		Version:           f.registry.version,
 		Zone:              f.registry.zone,
+		CanaryPolicy:      f.registry.canary,
 	}, nil
 }
 

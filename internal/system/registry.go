@@ -9,11 +9,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	"github.com/switchboard-rpc/switchboard/kit/client"
 	"github.com/switchboard-rpc/switchboard/kit/discovery"
+	"github.com/switchboard-rpc/switchboard/kit/discovery/canary"
 	"github.com/switchboard-rpc/switchboard/kit/discovery/etcd"
 	"github.com/switchboard-rpc/switchboard/kit/discovery/static"
 	"github.com/switchboard-rpc/switchboard/kit/telemetry"
@@ -34,7 +36,19 @@ type discoveryRun struct {
 	cli *clientv3.Client
 	reg *etcd.Registry
 	res *etcd.Resolver
+
+	// stopCanary stops following the canary policy and withdraws its
+	// table; nil without a registry.
+	stopCanary func()
+	calls      *prometheus.CounterVec
 }
+
+// DefaultCanaryKey is the etcd key of the canary policy when
+// Config.CanaryPolicy is empty.
+const DefaultCanaryKey = "switchboard/canary"
+
+// canaryPollInterval is how often a policy file is checked for changes.
+const canaryPollInterval = 2 * time.Second
 
 // openDiscovery connects to the registry when one is configured.
 func openDiscovery(cfg Config, tel *telemetry.Telemetry) (*discoveryRun, error) {
@@ -61,7 +75,45 @@ func openDiscovery(cfg Config, tel *telemetry.Telemetry) (*discoveryRun, error) 
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	d.cli, d.reg, d.res = cli, reg, res
+	if err := d.followCanary(tel); err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// followCanary publishes the process's canary table and keeps it
+// following the policy: Config.CanaryPolicy, a file, or else the etcd key
+// DefaultCanaryKey. Calls through the registry are balanced by it, and
+// counted by target service and version.
+func (d *discoveryRun) followCanary(tel *telemetry.Telemetry) error {
+	d.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_canary_calls_total",
+		Help: "Calls sent through the registry, by target service and the version that served them.",
+	}, []string{"service", "version"})
+	if err := tel.Registry().Register(d.calls); err != nil {
+		return fmt.Errorf("canary metrics: %w", err)
+	}
+	var src canary.Source = etcd.NewPolicySource(d.cli, DefaultCanaryKey, etcd.WithLogger(d.log))
+	if d.cfg.CanaryPolicy != "" {
+		src = canary.FileSource(d.cfg.CanaryPolicy, canaryPollInterval)
+	}
+	table := canary.NewTable(nil, d.log)
+	withdraw := canary.Publish("", table)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := table.Follow(ctx, src); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.LogAttrs(ctx, slog.LevelError, "canary policy no longer followed", slog.String("error", err.Error()))
+		}
+	}()
+	d.stopCanary = func() {
+		cancel()
+		<-done
+		withdraw()
+	}
+	return nil
 }
 
 // target returns how to dial service: at its address in this run's book,
@@ -76,7 +128,15 @@ func (d *discoveryRun) target(service string, book map[string]string) (string, [
 		addr, ok = d.cfg.Peers[service]
 	}
 	if !ok && d.res != nil {
-		return etcd.Scheme + ":///" + service, []client.Option{client.WithDialOptions(grpc.WithResolvers(d.res))}, nil
+		observe := func(_ context.Context, _, version string, _ error) {
+			d.calls.WithLabelValues(service, version).Inc()
+		}
+		return etcd.Scheme + ":///" + service, []client.Option{
+			client.WithDialOptions(grpc.WithResolvers(d.res)),
+			client.WithLoadBalancing(canary.Name),
+			client.WithUnaryInterceptors(canary.UnaryInterceptor(observe)),
+			client.WithStreamInterceptors(canary.StreamInterceptor(observe)),
+		}, nil
 	}
 	if !ok {
 		addr, ok = d.cfg.peer(service)
@@ -155,5 +215,6 @@ func (d *discoveryRun) close() error {
 	if d.cli == nil {
 		return nil
 	}
+	d.stopCanary()
 	return errors.Join(d.deregister(context.Background()), d.cli.Close())
 }

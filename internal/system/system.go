@@ -389,6 +389,10 @@ type Config struct {
 	// Version and Zone label the run's registrations (the canary balancer
 	// routes by Version).
 	Version, Zone string
+	// CanaryPolicy is a YAML file of canary weights per service and
+	// version ("inventory: {v1: 80, v2: 20}"), re-read when it changes;
+	// empty means the etcd key DefaultCanaryKey. Used with a registry.
+	CanaryPolicy string
 	// Gateway configures the REST gateway; its Addr empty turns it off.
 	Gateway GatewayConfig
 	// ShutdownTimeout bounds the whole shutdown.

@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/discovery"
 	"github.com/switchboard-rpc/switchboard/kit/discovery/canary"
 	"github.com/switchboard-rpc/switchboard/kit/discovery/static"
+	"github.com/switchboard-rpc/switchboard/kit/identity"
 	"github.com/switchboard-rpc/switchboard/kit/server"
 )
 
@@ -161,10 +162,14 @@ func TestSameKeySameVersion(t *testing.T) {
 		key := fmt.Sprintf("user-%d", k)
 		first := ""
 		for i := range 10 {
-			// The key through WithKey and through the header must agree.
+			// The key through WithKey, through the header and as the
+			// verified user the call is made for must agree.
 			ctx := canary.WithKey(t.Context(), key)
-			if i%2 == 1 {
+			switch i % 3 {
+			case 1:
 				ctx = metadata.AppendToOutgoingContext(t.Context(), canary.KeyHeader, key)
+			case 2:
+				ctx = identity.WithUser(t.Context(), &identity.User{ID: key})
 			}
 			v := hello(ctx, t, c)
 			if first == "" {

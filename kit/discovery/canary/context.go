@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/metadata"
+
+	"github.com/switchboard-rpc/switchboard/kit/identity"
 )
 
 // Metadata headers the balancer reads from the outgoing call.
@@ -26,12 +28,20 @@ func WithKey(ctx context.Context, key string) context.Context {
 }
 
 // keyFrom returns the sticky key of a call: WithKey's, else the
-// x-canary-key outgoing header.
+// x-canary-key outgoing header, else the id of the verified user the call
+// is made for (kit/identity), so that a user's calls through a gateway or
+// from one service to the next all land on the same version.
 func keyFrom(ctx context.Context) string {
 	if k, ok := ctx.Value(keyCtx{}).(string); ok && k != "" {
 		return k
 	}
-	return outgoing(ctx, KeyHeader)
+	if k := outgoing(ctx, KeyHeader); k != "" {
+		return k
+	}
+	if u := identity.UserFrom(ctx); u != nil {
+		return u.ID
+	}
+	return ""
 }
 
 // outgoing returns the first value of an outgoing metadata header.
