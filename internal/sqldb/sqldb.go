@@ -1,15 +1,3 @@
-// Package sqldb opens the SQL database a service keeps its state in, runs
-// its migrations and runs transactions with the retries each engine needs.
-// Services write one SQL dialect that both engines accept: $1-style
-// parameters, standard types (BIGINT, TEXT, BOOLEAN, TIMESTAMP stored as
-// Unix microseconds in BIGINT), INSERT ... ON CONFLICT, UPDATE ...
-// RETURNING.
-//
-// Two engines: SQLite (modernc.org/sqlite, pure Go) as the embedded
-// default, in WAL mode with a busy timeout and a single connection, so
-// writes are serialized and never fail with SQLITE_BUSY; and PostgreSQL
-// (pgx) for scale, where transactions that fail with a serialization
-// failure or deadlock are retried.
 package sqldb
 
 import (
@@ -69,11 +57,15 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return &DB{DB: db, Dialect: Postgres}, nil
 	}
 	path := strings.TrimPrefix(dsn, "sqlite://")
-	q := "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", "file:"+path+q)
+	// The connector opens connections exactly as sql.Open("sqlite", ...)
+	// would, from the same DSN; each connection caches its prepared
+	// statements, so that a statement the services run again is not parsed
+	// again.
+	connector, err := sqlite.NewConnector(sqliteDSN(path))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
 	}
+	db := sql.OpenDB(newCachingConnector(connector, stmtCacheSize))
 	// One connection: SQLite has one writer at a time anyway, and a single
 	// connection turns contention into queueing instead of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
@@ -82,6 +74,14 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
 	}
 	return &DB{DB: db, Dialect: SQLite}, nil
+}
+
+// sqliteDSN is the modernc.org/sqlite DSN of the database file at path: WAL
+// journal, a busy timeout, foreign keys enforced, and transactions that
+// take the write lock when they begin (BEGIN IMMEDIATE), so a transaction
+// never fails to upgrade a read lock midway.
+func sqliteDSN(path string) string {
+	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 }
 
 // Migrate applies the goose migrations in dir of fsys that have not been

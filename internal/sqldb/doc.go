@@ -1,0 +1,18 @@
+// Package sqldb opens the SQL database a service keeps its state in, runs
+// its migrations and runs transactions with the retries each engine needs.
+// Services write one SQL dialect that both engines accept: $1-style
+// parameters, standard types (BIGINT, TEXT, BOOLEAN, TIMESTAMP stored as
+// Unix microseconds in BIGINT), INSERT ... ON CONFLICT, UPDATE ...
+// RETURNING.
+//
+// Two engines: SQLite (modernc.org/sqlite, pure Go) as the embedded
+// default, in WAL mode with a busy timeout and a single connection, so
+// writes are serialized and never fail with SQLITE_BUSY; and PostgreSQL
+// (pgx) for scale, where transactions that fail with a serialization
+// failure or deadlock are retried.
+//
+// On SQLite each connection keeps a bounded cache of prepared statements
+// keyed by their SQL text, so the statements a service runs again and again
+// through DB and the *sql.Tx of Tx are parsed once per connection, not on
+// every call. Services need not prepare anything themselves.
+package sqldb
