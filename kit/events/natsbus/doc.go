@@ -38,6 +38,13 @@
 // being finished (one that kills its subscriber, say) is dead-lettered
 // without another attempt.
 //
+// A known limit: when the server restarts, messages it had sent to a
+// subscriber that never arrived are redelivered only after AckWait, by
+// which time the subscriber may have handled later messages with the same
+// key. Every message is still delivered, and an idempotent consumer
+// (events.Consumer) acts on each once, but per-key order is not kept
+// across a server restart. The Kafka transport keeps it.
+//
 // Embedded runs a NATS server with JetStream inside the process, listening
 // on loopback only; it is the broker "switchboard up" uses.
 package natsbus

@@ -93,8 +93,8 @@ type Options struct {
 	MaxAckPending int
 	// ConnectTimeout bounds the first connection (and each dial).
 	ConnectTimeout time.Duration
-	// RequestTimeout bounds a JetStream request whose context has no
-	// deadline.
+	// RequestTimeout bounds each publish, and any JetStream request whose
+	// context has no deadline.
 	RequestTimeout time.Duration
 	// Name is the connection name the server shows ("switchboard").
 	Name string
@@ -312,7 +312,13 @@ func (t *Transport) Publish(ctx context.Context, msg events.Message) error {
 	if msg.Key != "" {
 		nm.Header[headerKey] = []string{msg.Key}
 	}
-	if _, err := t.js.PublishMsg(ctx, nm, jetstream.WithExpectStream(t.stream)); err != nil {
+	// Each attempt is bounded by RequestTimeout even under a longer
+	// deadline: an acknowledgement lost while the server restarts must not
+	// stall the caller (a relay) for the rest of its deadline. Publishing
+	// again is safe: the id deduplicates.
+	pctx, cancel := context.WithTimeout(ctx, t.requestTimeout)
+	defer cancel()
+	if _, err := t.js.PublishMsg(pctx, nm, jetstream.WithExpectStream(t.stream)); err != nil {
 		return fmt.Errorf("natsbus: publish %s: %w", msg.ID, err)
 	}
 	return nil
