@@ -55,8 +55,8 @@ func (v *Verifier) Authenticator() server.Authenticator {
 // bearerToken returns the token of the call's "authorization: Bearer
 // <token>" metadata, and whether there was an authorization entry.
 func bearerToken(ctx context.Context) (string, bool, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	values := md[authorizationKey] // incoming keys are lower case
+	// Only this key, without copying the whole metadata map.
+	values := metadata.ValueFromIncomingContext(ctx, authorizationKey)
 	switch len(values) {
 	case 0:
 		return "", false, nil

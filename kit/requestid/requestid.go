@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 
 	"google.golang.org/grpc/metadata"
@@ -21,15 +22,39 @@ const MaxLen = 128
 
 type ctxKey struct{}
 
+// idContext is the context NewContext returns: one allocation where
+// context.WithValue would take two (its node and the string boxed in it).
+type idContext struct {
+	context.Context
+	id string
+}
+
+// Value returns the idContext itself for the package's key, so that
+// FromContext reads the id without boxing it, and defers to the parent for
+// any other key.
+func (c *idContext) Value(key any) any {
+	if key == (ctxKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// String names the context as context.WithValue's do, for debugging.
+func (c *idContext) String() string {
+	return fmt.Sprintf("%v.WithValue(requestid, %s)", c.Context, c.id)
+}
+
 // NewContext returns ctx carrying id.
 func NewContext(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, ctxKey{}, id)
+	return &idContext{Context: ctx, id: id}
 }
 
 // FromContext returns the id carried by ctx, or "" when there is none.
 func FromContext(ctx context.Context) string {
-	id, _ := ctx.Value(ctxKey{}).(string)
-	return id
+	if c, ok := ctx.Value(ctxKey{}).(*idContext); ok {
+		return c.id
+	}
+	return ""
 }
 
 // New returns a fresh random id: 32 hex characters (128 random bits). Ids

@@ -2,11 +2,19 @@ package requestid
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc/metadata"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func TestValid(t *testing.T) {
 	tests := []struct {
@@ -65,5 +73,47 @@ func TestContextRoundTrip(t *testing.T) {
 			t.Fatalf("New() = %q: repeated or malformed", id)
 		}
 		seen[id] = true
+	}
+}
+
+type otherKey struct{}
+
+// TestContextIsAContext checks that the id's context behaves as a
+// context.WithValue would: its id is seen through derived contexts, the
+// innermost id wins, other values and cancellation pass through.
+func TestContextIsAContext(t *testing.T) {
+	parent, cancel := context.WithCancelCause(context.WithValue(context.Background(), otherKey{}, "v"))
+	ctx := NewContext(parent, "outer")
+	derived, stop := context.WithTimeout(context.WithValue(ctx, otherKey{}, "w"), time.Hour)
+	defer stop()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want string
+	}{
+		{"direct", ctx, "outer"},
+		{"derived", derived, "outer"},
+		{"nested", NewContext(derived, "inner"), "inner"},
+	}
+	for _, tt := range tests {
+		if got := FromContext(tt.ctx); got != tt.want {
+			t.Errorf("%s: FromContext = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if got := ctx.Value(otherKey{}); got != "v" {
+		t.Errorf("Value(otherKey) = %v, want v", got)
+	}
+	if got := fmt.Sprint(ctx); !strings.Contains(got, "WithValue(requestid, outer)") {
+		t.Errorf("String() = %q, want it to name the id", got)
+	}
+	boom := errors.New("boom")
+	cancel(boom)
+	select {
+	case <-derived.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelling the parent did not reach a context derived from the id's")
+	}
+	if got := context.Cause(derived); !errors.Is(got, boom) {
+		t.Errorf("Cause = %v, want %v", got, boom)
 	}
 }

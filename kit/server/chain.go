@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboard-rpc/switchboard/kit/requestid"
 	"github.com/switchboard-rpc/switchboard/kit/status"
+	"github.com/switchboard-rpc/switchboard/kit/telemetry"
 )
 
 // Reasons of the errors the chain itself raises, in ErrorInfo with domain
@@ -32,13 +33,20 @@ const (
 // chain holds the kit's interceptors; see the package documentation for the
 // order and the reasons for it.
 type chain struct {
-	opts *options
+	opts   *options
+	access *telemetry.AccessLogger // nil without a logger
 }
 
-func (c *chain) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// unaryEntry is the kit's unary interceptor: the request id, the access
+// log, then the rest of the chain (unary).
+func (c *chain) unaryEntry(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id := requestid.FromIncoming(ctx)
 	ctx = requestid.NewContext(ctx, id)
-	resp, err := handler(ctx, req)
+	start := time.Now()
+	resp, err := c.unary(ctx, req, info, handler)
+	if c.access != nil {
+		c.access.Log(ctx, info.FullMethod, false, start, err)
+	}
 	if err != nil {
 		// Failed calls carry the id back, in the trailer: a header would
 		// commit the call and stop grpc's transparent retries.
@@ -47,10 +55,17 @@ func (c *chain) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServer
 	return resp, err
 }
 
-func (c *chain) streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+// streamEntry is the kit's stream interceptor: the request id, the access
+// log, then the rest of the chain (stream).
+func (c *chain) streamEntry(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	id := requestid.FromIncoming(ctx)
-	err := handler(srv, &serverStream{ServerStream: ss, ctx: requestid.NewContext(ctx, id)})
+	ctx = requestid.NewContext(ctx, id)
+	start := time.Now()
+	err := c.stream(ctx, srv, ss, info, handler)
+	if c.access != nil {
+		c.access.Log(ctx, info.FullMethod, true, start, err)
+	}
 	if err != nil {
 		ss.SetTrailer(metadata.MD{requestid.Header: {id}})
 	}
@@ -150,14 +165,10 @@ func (c *chain) recovered(ctx context.Context, method string, r any) error {
 }
 
 // stream bounds the stream's idle time and lifetime, then runs the rest of
-// the chain.
-func (c *chain) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+// the chain with ctx as the stream's context.
+func (c *chain) stream(ctx context.Context, srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	call := Call{FullMethod: info.FullMethod, ClientStream: info.IsClientStream, ServerStream: info.IsServerStream}
-	w := &serverStream{ServerStream: ss, ctx: ss.Context()}
-	if outer, ok := ss.(*serverStream); ok {
-		// Unwrap the request id wrapper rather than stacking another.
-		w.ServerStream = outer.ServerStream
-	}
+	w := &serverStream{ServerStream: ss, ctx: ctx}
 	if c.opts.validator != nil {
 		w.validator = c.opts.validator
 	}

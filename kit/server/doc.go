@@ -15,9 +15,11 @@
 //
 // # The chain
 //
-// Tracing and the gRFC A66 call metrics run as stats handlers, outside the
-// interceptors, so they see every call, rejected ones included. Then, for a
-// unary call and for a stream when it opens:
+// Telemetry (WithTelemetry) runs first, so that its metrics count the calls
+// the chain rejects and the chain's logs carry the caller's trace: as the
+// first interceptors when it records with interceptors (its default when it
+// exports no spans), as stats handlers, which see every call, when it
+// exports spans. Then, for a unary call and for a stream when it opens:
 //
 //  1. request id: taken from x-request-id when well formed, else made, put
 //     in the context, so everything after can log it, and echoed in the

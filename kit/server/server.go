@@ -61,25 +61,23 @@ func New(opts ...Option) (*Server, error) {
 func (s *Server) grpcOptions() []grpc.ServerOption {
 	o := &s.opts
 	c := &chain{opts: o}
-	var accessUnary grpc.UnaryServerInterceptor
-	var accessStream grpc.StreamServerInterceptor
 	if o.logger != nil {
-		accessUnary, accessStream = telemetry.AccessLog(o.logger, o.accessLog)
+		c.access = telemetry.NewAccessLogger(o.logger, o.accessLog)
 	}
-	unary := []grpc.UnaryServerInterceptor{c.unaryRequestID}
-	if accessUnary != nil {
-		unary = append(unary, accessUnary)
-	}
-	unary = append(unary, c.unary)
-	unary = append(unary, o.unaryInner...)
-	stream := []grpc.StreamServerInterceptor{c.streamRequestID}
-	if accessStream != nil {
-		stream = append(stream, accessStream)
-	}
-	stream = append(stream, c.stream)
-	stream = append(stream, o.streamInner...)
+	// The kit's chain is one interceptor of each kind: grpc allocates a
+	// closure per interceptor beyond the first on every call.
+	unary := append([]grpc.UnaryServerInterceptor{c.unaryEntry}, o.unaryInner...)
+	stream := append([]grpc.StreamServerInterceptor{c.streamEntry}, o.streamInner...)
 
-	gopts := []grpc.ServerOption{
+	// Telemetry comes first: its interceptors, when it records with
+	// interceptors, must run before the kit's chain so that its metrics see
+	// the calls the chain rejects and the chain's logs see the trace
+	// context.
+	var gopts []grpc.ServerOption
+	if o.tel != nil {
+		gopts = append(gopts, o.tel.ServerOptions()...)
+	}
+	gopts = append(gopts,
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveParams(o.keepalive),
@@ -87,7 +85,7 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(o.maxRecv),
 		grpc.MaxSendMsgSize(o.maxSend),
 		grpc.MaxConcurrentStreams(o.maxStreams),
-	}
+	)
 	if o.creds != nil {
 		gopts = append(gopts, grpc.Creds(o.creds))
 	}
@@ -96,9 +94,6 @@ func (s *Server) grpcOptions() []grpc.ServerOption {
 	}
 	if o.connWindow > 0 {
 		gopts = append(gopts, grpc.InitialConnWindowSize(o.connWindow))
-	}
-	if o.tel != nil {
-		gopts = append(gopts, o.tel.ServerOptions()...)
 	}
 	return append(gopts, o.extra...)
 }

@@ -96,6 +96,9 @@ type callMetrics struct {
 	client  bool
 	a66     bool
 	streams *streamMetrics
+	// trace, when set, carries W3C trace context in the interceptor mode
+	// (interceptors.go).
+	trace *tracePropagation
 
 	started      metric.Int64Counter     // grpc.server.call.started, grpc.client.attempt.started
 	duration     metric.Float64Histogram // grpc.server.call.duration, grpc.client.attempt.duration
@@ -316,12 +319,12 @@ func (h *callMetrics) HandleRPC(ctx context.Context, s stats.RPCStats) {
 	case *stats.OutPayload:
 		st.sent.Add(int64(s.CompressedLength))
 		if a := st.stream.Load(); a != nil {
-			h.streams.sent.Add(ctx, 1, a.add...)
+			a.sentMsgs.Add(1)
 		}
 	case *stats.InPayload:
 		st.rcvd.Add(int64(s.CompressedLength))
 		if a := st.stream.Load(); a != nil {
-			h.streams.received.Add(ctx, 1, a.add...)
+			a.rcvdMsgs.Add(1)
 		}
 	case *stats.OutTrailer:
 		// A server answers a method it does not serve with a status alone:
@@ -354,24 +357,10 @@ func (*callMetrics) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.C
 // HandleConn implements stats.Handler.
 func (*callMetrics) HandleConn(context.Context, stats.ConnStats) {}
 
-// newCall starts the state of a client call of method on cc. As grpc-go's
-// plugin does, it labels the call with cc's canonical target and with the
-// method only when the call was made with grpc.StaticMethod (as generated
-// clients do), "other" otherwise. Targets are looked up by cc.Target(), the
-// target as given to grpc.NewClient, so that the canonical form (which
-// costs allocations) is made once per target, not per call.
+// newCall starts the state of a client call of method on cc, labelled as
+// grpc-go's plugin does (see clientAttrs).
 func (h *callMetrics) newCall(ctx context.Context, cc *grpc.ClientConn, method string, opts []grpc.CallOption) *clientCall {
-	t, ok := h.targets.load(cc.Target())
-	if !ok {
-		t = h.targets.add(cc.Target(), func(string) *targetAttrs { return newTargetAttrs(cc.CanonicalTarget()) })
-	}
-	attrs := t.methods.other
-	for _, o := range opts {
-		if _, ok := o.(grpc.StaticMethodCallOption); ok {
-			attrs = t.methods.get(method)
-			break
-		}
-	}
+	attrs := h.clientAttrs(cc, method, opts)
 	c := &clientCall{Context: ctx, h: h, attrs: attrs, method: method}
 	c.first.method = method
 	c.first.call = c

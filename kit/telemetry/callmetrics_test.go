@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +53,21 @@ func kitHandler(t testing.TB, mp metric.MeterProvider) ([]grpc.ServerOption, []g
 	return []grpc.ServerOption{grpc.StatsHandler(srv)}, cli.dialOptions()
 }
 
+// kitInterceptors is the kit's interceptor mode, as Telemetry installs it
+// when it exports no spans.
+func kitInterceptors(t testing.TB, mp metric.MeterProvider) ([]grpc.ServerOption, []grpc.DialOption) {
+	t.Helper()
+	srv, err := newCallMetrics(mp, SideServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := newCallMetrics(mp, SideClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.interceptorServerOptions(), cli.interceptorDialOptions()
+}
+
 // retryConfig retries SayHello on UNAVAILABLE, so that a call has several
 // attempts.
 const retryConfig = `{"methodConfig": [{
@@ -65,6 +81,7 @@ const unregistered = "/no.such.Service/Method"
 
 // Numbers of calls in conformanceTraffic.
 const (
+	trafficRetryAttempts  = 3                                                           // of the one call retried on UNAVAILABLE
 	trafficServerCalls    = 3 + 16 + 2 /* extra Unavailable attempts */ + 3 + 2 + 1 + 1 // calls that reach a handler
 	trafficServerUnserved = 1                                                           // calls of an unregistered method
 	trafficClientCalls    = 3 + 16 + 3 + 2 + 1 + 1 + 1
@@ -243,7 +260,7 @@ func total(fs map[string]familyShape, name string) float64 {
 // runConformance serves conformanceTraffic instrumented by inst into a
 // registry of its own and returns the shapes of its grpc_* families and
 // the families themselves.
-func runConformance(t *testing.T, inst instrumentation) map[string]familyShape {
+func runConformance(t *testing.T, inst instrumentation, want map[string]float64) map[string]familyShape {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	mp, err := newMeterProvider(reg, resource.Empty())
@@ -263,17 +280,7 @@ func runConformance(t *testing.T, inst instrumentation) map[string]familyShape {
 	eventually(t, func() string {
 		got = shapes(t, reg, cc.CanonicalTarget())
 		// The sizes are recorded after the durations: wait for them too.
-		for name, want := range map[string]float64{
-			"grpc_server_call_started_total":                               trafficServerCalls + trafficServerUnserved,
-			"grpc_server_call_duration_seconds":                            trafficServerCalls,
-			"grpc_server_call_sent_total_compressed_message_size_bytes":    trafficServerCalls,
-			"grpc_server_call_rcvd_total_compressed_message_size_bytes":    trafficServerCalls,
-			"grpc_client_attempt_started_total":                            trafficServerCalls + trafficServerUnserved,
-			"grpc_client_attempt_duration_seconds":                         trafficServerCalls + trafficServerUnserved,
-			"grpc_client_attempt_sent_total_compressed_message_size_bytes": trafficServerCalls + trafficServerUnserved,
-			"grpc_client_attempt_rcvd_total_compressed_message_size_bytes": trafficServerCalls + trafficServerUnserved,
-			"grpc_client_call_duration_seconds":                            trafficClientCalls,
-		} {
+		for name, want := range want {
 			if n := total(got, name); n != want {
 				return fmt.Sprintf("%s totals %v, want %v", name, n, want)
 			}
@@ -283,14 +290,86 @@ func runConformance(t *testing.T, inst instrumentation) map[string]familyShape {
 	return got
 }
 
+// statsTotals are the series totals of conformanceTraffic as grpc-go's
+// plugin, and the kit's stats handlers, record them.
+var statsTotals = map[string]float64{
+	"grpc_server_call_started_total":                               trafficServerCalls + trafficServerUnserved,
+	"grpc_server_call_duration_seconds":                            trafficServerCalls,
+	"grpc_server_call_sent_total_compressed_message_size_bytes":    trafficServerCalls,
+	"grpc_server_call_rcvd_total_compressed_message_size_bytes":    trafficServerCalls,
+	"grpc_client_attempt_started_total":                            trafficServerCalls + trafficServerUnserved,
+	"grpc_client_attempt_duration_seconds":                         trafficServerCalls + trafficServerUnserved,
+	"grpc_client_attempt_sent_total_compressed_message_size_bytes": trafficServerCalls + trafficServerUnserved,
+	"grpc_client_attempt_rcvd_total_compressed_message_size_bytes": trafficServerCalls + trafficServerUnserved,
+	"grpc_client_call_duration_seconds":                            trafficClientCalls,
+}
+
+// interceptorTotals are those of the interceptor mode: the server does not
+// see the call of a method it does not serve, and the client counts each
+// call as one attempt.
+var interceptorTotals = map[string]float64{
+	"grpc_server_call_started_total":                               trafficServerCalls,
+	"grpc_server_call_duration_seconds":                            trafficServerCalls,
+	"grpc_server_call_sent_total_compressed_message_size_bytes":    trafficServerCalls,
+	"grpc_server_call_rcvd_total_compressed_message_size_bytes":    trafficServerCalls,
+	"grpc_client_attempt_started_total":                            trafficClientCalls,
+	"grpc_client_attempt_duration_seconds":                         trafficClientCalls,
+	"grpc_client_attempt_sent_total_compressed_message_size_bytes": trafficClientCalls,
+	"grpc_client_attempt_rcvd_total_compressed_message_size_bytes": trafficClientCalls,
+	"grpc_client_call_duration_seconds":                            trafficClientCalls,
+}
+
+// hasLabels reports whether a series key (name=value pairs joined by
+// commas) has every pair of want, also comma-joined.
+func hasLabels(key, want string) bool {
+	for _, kv := range strings.Split(want, ",") {
+		if !strings.Contains(","+key+",", ","+kv+",") {
+			return false
+		}
+	}
+	return true
+}
+
+// interceptorPromise turns what grpc-go's plugin exports for
+// conformanceTraffic into what the interceptor mode promises to export
+// (see the package documentation): the same families, help, labels, bucket
+// bounds and, for uncompressed messages, sizes, except that the server does
+// not count the call of a method it does not serve, and the call retried on
+// UNAVAILABLE is one client attempt, not three.
+func interceptorPromise(plugin map[string]familyShape) map[string]familyShape {
+	out := map[string]familyShape{}
+	retried := "grpc_method=" + sayHello + ",grpc_status=UNAVAILABLE"
+	for name, f := range plugin {
+		g := familyShape{Type: f.Type, Help: f.Help, Series: map[string]seriesShape{}}
+		for key, s := range f.Series {
+			switch {
+			case name == "grpc_server_call_started_total" && hasLabels(key, "grpc_method="+OtherMethod):
+				continue
+			case name == "grpc_client_attempt_started_total" && hasLabels(key, "grpc_method="+sayHello):
+				s.Value -= trafficRetryAttempts - 1
+			case strings.HasPrefix(name, "grpc_client_attempt_") && hasLabels(key, retried):
+				s.Count /= trafficRetryAttempts
+				s.Sum /= trafficRetryAttempts
+				s.BucketCounts = slices.Clone(s.BucketCounts)
+				for i := range s.BucketCounts {
+					s.BucketCounts[i] /= trafficRetryAttempts
+				}
+			}
+			g.Series[key] = s
+		}
+		out[name] = g
+	}
+	return out
+}
+
 // TestA66Conformance checks that the kit's handler exports what grpc-go's
 // OpenTelemetry plugin does, through the Prometheus exporter as Telemetry
 // configures it: the same families with the same types, help, label names
 // and values, bucket bounds, counts, and message size sums.
 func TestA66Conformance(t *testing.T) {
 	var want, got map[string]familyShape
-	t.Run("grpc-go", func(t *testing.T) { want = runConformance(t, grpcPlugin) })
-	t.Run("kit", func(t *testing.T) { got = runConformance(t, kitHandler) })
+	t.Run("grpc-go", func(t *testing.T) { want = runConformance(t, grpcPlugin, statsTotals) })
+	t.Run("kit", func(t *testing.T) { got = runConformance(t, kitHandler, statsTotals) })
 	if want == nil || got == nil {
 		t.FailNow()
 	}
@@ -317,63 +396,107 @@ func TestA66Conformance(t *testing.T) {
 		{"grpc_server_call_duration_seconds", "grpc_method=" + sayHello + ",grpc_status=UNAVAILABLE", 3},
 		{"grpc_server_call_duration_seconds", "grpc_method=" + streamGreetings + ",grpc_status=PERMISSION_DENIED", 1},
 	} {
-		var n float64
-		found := false
-	next:
-		for key, s := range got[c.family].Series {
-			for _, kv := range strings.Split(c.series, ",") {
-				if !strings.Contains(","+key+",", ","+kv+",") {
-					continue next
-				}
-			}
-			found = true
-			n += s.Value + float64(s.Count)
-		}
-		if !found || n != c.want {
+		if n, found := seriesTotal(got, c.family, c.series); !found || n != c.want {
 			t.Errorf("%s{%s} = %v (found %v), want %v", c.family, c.series, n, found, c.want)
 		}
 	}
 }
 
-// TestCallMetricsStreams checks that the kit's handler records the stream
-// metrics alongside the A66 ones, and not for unary calls.
+// seriesTotal adds up the values or counts of the series of family whose
+// labels include series (comma-joined name=value pairs).
+func seriesTotal(fs map[string]familyShape, family, series string) (n float64, found bool) {
+	for key, s := range fs[family].Series {
+		if hasLabels(key, series) {
+			found = true
+			n += s.Value + float64(s.Count)
+		}
+	}
+	return n, found
+}
+
+// TestA66ConformanceInterceptors checks that the interceptor mode exports
+// what grpc-go's plugin does, but for the differences the package
+// documentation promises (interceptorPromise): the same families, types,
+// help, labels, bucket bounds, counts and message size sums.
+func TestA66ConformanceInterceptors(t *testing.T) {
+	var plugin, got map[string]familyShape
+	t.Run("grpc-go", func(t *testing.T) { plugin = runConformance(t, grpcPlugin, statsTotals) })
+	t.Run("kit", func(t *testing.T) { got = runConformance(t, kitInterceptors, interceptorTotals) })
+	if plugin == nil || got == nil {
+		t.FailNow()
+	}
+	if diff := cmp.Diff(interceptorPromise(plugin), got); diff != "" {
+		t.Errorf("interceptor mode's A66 metrics differ from what it promises (-promised +kit):\n%s", diff)
+	}
+	for _, c := range []struct {
+		family, series string
+		want           float64
+	}{
+		// The server never sees a method it does not serve.
+		{"grpc_server_call_started_total", "grpc_method=" + sayHello, 3 + 16 + 2 + 1},
+		// A retried call: one call, one attempt, three server calls.
+		{"grpc_client_call_duration_seconds", "grpc_method=" + sayHello + ",grpc_status=UNAVAILABLE", 1},
+		{"grpc_client_attempt_duration_seconds", "grpc_method=" + sayHello + ",grpc_status=UNAVAILABLE", 1},
+		{"grpc_server_call_duration_seconds", "grpc_method=" + sayHello + ",grpc_status=UNAVAILABLE", 3},
+		// The client still labels generic calls and unserved methods.
+		{"grpc_client_call_duration_seconds", "grpc_method=other,grpc_status=OK", 1},
+		{"grpc_client_attempt_started_total", "grpc_method=" + unregistered[1:], 1},
+	} {
+		if n, found := seriesTotal(got, c.family, c.series); !found || n != c.want {
+			t.Errorf("%s{%s} = %v (found %v), want %v", c.family, c.series, n, found, c.want)
+		}
+	}
+	if _, found := seriesTotal(got, "grpc_server_call_started_total", "grpc_method="+OtherMethod); found {
+		t.Errorf("interceptor mode counted a server call of %q", OtherMethod)
+	}
+}
+
+// TestCallMetricsStreams checks that both modes record the stream metrics
+// alongside the A66 ones, and not for unary calls.
 func TestCallMetricsStreams(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	srvOpts, dialOpts := kitHandler(t, mp)
-	client := startGreeter(t, &greeter{}, srvOpts, dialOpts)
-	ctx := testContext(t)
-	if _, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "ann"}); err != nil {
-		t.Fatal(err)
-	}
-	stream, err := client.StreamGreetings(ctx, &greeterv1.StreamGreetingsRequest{Name: "bob", Count: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			break
-		}
-	}
-	eventually(t, func() string {
-		got := collectStreams(t, reader)
-		want := map[streamPoint]float64{}
-		for _, side := range []string{SideServer, SideClient} {
-			sent, rcvd := 3.0, 1.0
-			if side == SideClient {
-				sent, rcvd = rcvd, sent
+	for _, mode := range []struct {
+		name string
+		inst instrumentation
+	}{{"stats handlers", kitHandler}, {"interceptors", kitInterceptors}} {
+		t.Run(mode.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			srvOpts, dialOpts := mode.inst(t, mp)
+			client := startGreeter(t, &greeter{}, srvOpts, dialOpts)
+			ctx := testContext(t)
+			if _, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "ann"}); err != nil {
+				t.Fatal(err)
 			}
-			want[streamPoint{MetricStreamActive, streamGreetings, side}] = 0
-			want[streamPoint{MetricStreamMessagesSent, streamGreetings, side}] = sent
-			want[streamPoint{MetricStreamMessagesReceived, streamGreetings, side}] = rcvd
-			want[streamPoint{MetricStreamDuration, streamGreetings, side}] = 1
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			return "stream metrics (-want +got):\n" + diff
-		}
-		return ""
-	})
+			stream, err := client.StreamGreetings(ctx, &greeterv1.StreamGreetingsRequest{Name: "bob", Count: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if _, err := stream.Recv(); err != nil {
+					break
+				}
+			}
+			eventually(t, func() string {
+				got := collectStreams(t, reader)
+				want := map[streamPoint]float64{}
+				for _, side := range []string{SideServer, SideClient} {
+					sent, rcvd := 3.0, 1.0
+					if side == SideClient {
+						sent, rcvd = rcvd, sent
+					}
+					want[streamPoint{MetricStreamActive, streamGreetings, side}] = 0
+					want[streamPoint{MetricStreamMessagesSent, streamGreetings, side}] = sent
+					want[streamPoint{MetricStreamMessagesReceived, streamGreetings, side}] = rcvd
+					want[streamPoint{MetricStreamDuration, streamGreetings, side}] = 1
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					return "stream metrics (-want +got):\n" + diff
+				}
+				return ""
+			})
+		})
+	}
 }
 
 func TestA66Bounds(t *testing.T) {
@@ -495,13 +618,14 @@ func nopHandlers(testing.TB, metric.MeterProvider) ([]grpc.ServerOption, []grpc.
 
 // BenchmarkCallMetrics measures a unary call over loopback, server and
 // client: with no metrics, with a stats handler that does nothing (grpc-go's
-// own cost of calling one), with grpc-go's OpenTelemetry plugin ("bare") and
-// with the kit's handler. cpu-ns/op is the CPU time of the process per call.
+// own cost of calling one), with grpc-go's OpenTelemetry plugin ("bare"),
+// with the kit's stats handlers and with its interceptors. cpu-ns/op is the
+// CPU time of the process per call.
 func BenchmarkCallMetrics(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		inst instrumentation
-	}{{"nometrics", nil}, {"nophandler", nopHandlers}, {"bare", grpcPlugin}, {"kit", kitHandler}} {
+	}{{"nometrics", nil}, {"nophandler", nopHandlers}, {"bare", grpcPlugin}, {"kit", kitHandler}, {"kit-interceptors", kitInterceptors}} {
 		b.Run(bc.name, func(b *testing.B) {
 			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 			b.Cleanup(func() { _ = mp.Shutdown(context.Background()) })

@@ -3,37 +3,30 @@ package telemetry
 import (
 	"context"
 
-	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 )
 
-// propagationHandler carries W3C trace context through a process that
-// exports no spans: the server side puts the caller's span context in the
+// propagationHandler is tracePropagation as a stats handler, for a process
+// that exports no spans but records its call metrics with stats handlers
+// (Config.ExactCallMetrics), where grpc's per-call events are paid for
+// anyway and the metrics handler, which comes after it, sees the caller's
+// trace context. It carries W3C trace context through: the server side puts the caller's span context in the
 // call's context (so logs carry its trace id and outgoing calls continue
 // the trace), the client side injects the context's span context into
 // outgoing metadata. It starts no spans, so a process that does not trace
 // pays almost nothing, while the traces of the processes around it stay
 // whole: the next hop sees the caller's span as its parent.
 type propagationHandler struct {
-	prop   propagation.TextMapPropagator
+	trace  *tracePropagation
 	client bool
 }
 
 func (h *propagationHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
 	if h.client {
-		var carrier outgoingCarrier
-		h.prop.Inject(ctx, &carrier)
-		if len(carrier.kv) == 0 {
-			return ctx
-		}
-		return metadata.AppendToOutgoingContext(ctx, carrier.kv...)
+		return h.trace.inject(ctx)
 	}
-	if len(metadata.ValueFromIncomingContext(ctx, "traceparent")) == 0 &&
-		len(metadata.ValueFromIncomingContext(ctx, "baggage")) == 0 {
-		return ctx // nothing to extract: skip the propagator's work
-	}
-	return h.prop.Extract(ctx, incomingCarrier{ctx})
+	return h.trace.extract(ctx)
 }
 
 func (*propagationHandler) HandleRPC(context.Context, stats.RPCStats) {}

@@ -65,7 +65,19 @@ func dialGreeter(t *testing.T, tel *telemetry.Telemetry, addr string) greeterv1.
 // context reaches the next hop unchanged and the handler's context knows
 // the trace for its logs.
 func TestTraceContextPassesThroughWithoutExporter(t *testing.T) {
-	tel, err := telemetry.New(t.Context(), telemetry.Config{ServiceName: "middle"})
+	for _, tc := range []struct {
+		name string
+		cfg  telemetry.Config
+	}{
+		{"interceptors", telemetry.Config{ServiceName: "middle"}},
+		{"stats handlers", telemetry.Config{ServiceName: "middle", ExactCallMetrics: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkPassThrough(t, tc.cfg) })
+	}
+}
+
+func checkPassThrough(t *testing.T, cfg telemetry.Config) {
+	tel, err := telemetry.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

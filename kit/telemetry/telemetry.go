@@ -67,6 +67,18 @@ type Config struct {
 	// one live Telemetry: two would export the same series twice.
 	Registry *prometheus.Registry
 
+	// ExactCallMetrics records the gRFC A66 call metrics and the stream
+	// metrics with grpc stats handlers even when no spans are exported, as
+	// grpc-go's OpenTelemetry plugin does: per attempt of a retried call,
+	// with compressed message sizes, and for calls grpc rejects before any
+	// interceptor runs. It costs grpc's per-call stats events, about 33
+	// allocations per unary call (server and client together) and a few per
+	// streamed message. When false (the default) and no spans are exported,
+	// interceptors record them instead; the package documentation says what
+	// differs. When spans are exported, stats handlers are installed for
+	// the spans anyway and the metrics always use them.
+	ExactCallMetrics bool
+
 	// SpanProcessors are added to the TracerProvider, which owns them from
 	// then on: Shutdown shuts them down. Mainly for tests, which pass a
 	// SimpleSpanProcessor over a tracetest.InMemoryExporter. When non-empty,
@@ -144,7 +156,7 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		ErrorHandling:       promhttp.ContinueOnError,
 		Registry:            reg,
 	}))
-	if err := t.buildGRPCOptions(); err != nil {
+	if err := t.buildGRPCOptions(t.exporting || cfg.ExactCallMetrics); err != nil {
 		return nil, errors.Join(err, t.Shutdown(ctx))
 	}
 	return t, nil
@@ -221,7 +233,9 @@ func otlpOptions(cfg Config) []otlptracegrpc.Option {
 	return opts
 }
 
-func (t *Telemetry) buildGRPCOptions() error {
+// buildGRPCOptions makes the server and dial options: with stats handlers
+// when statsHandlers is true, else with interceptors alone.
+func (t *Telemetry) buildGRPCOptions(statsHandlers bool) error {
 	// otelgrpc records traces only: its metrics would duplicate the gRFC A66
 	// ones, so it gets a no-op MeterProvider.
 	otelgrpcOpts := []otelgrpc.Option{
@@ -229,8 +243,8 @@ func (t *Telemetry) buildGRPCOptions() error {
 		otelgrpc.WithPropagators(t.prop),
 		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 	}
-	// The gRFC A66 metrics and the stream metrics, one handler per side
-	// (see callmetrics.go for why not grpc-go's plugin).
+	// The gRFC A66 metrics and the stream metrics, one recorder per side
+	// (see the package documentation for why not grpc-go's plugin).
 	serverCalls, err := newCallMetrics(t.mp, SideServer)
 	if err != nil {
 		return err
@@ -239,10 +253,18 @@ func (t *Telemetry) buildGRPCOptions() error {
 	if err != nil {
 		return err
 	}
-	// Without an exporter, spans would be made only to be dropped: carry
-	// the caller's trace context through instead, at almost no cost.
-	serverTrace := stats.Handler(&propagationHandler{prop: t.prop})
-	clientTrace := stats.Handler(&propagationHandler{prop: t.prop, client: true})
+	trace := &tracePropagation{prop: t.prop}
+	if !statsHandlers {
+		// Nothing needs grpc's stats events: interceptors record the
+		// metrics and carry the caller's trace context through (without
+		// an exporter, spans would be made only to be dropped).
+		serverCalls.trace, clientCalls.trace = trace, trace
+		t.srvOpts = serverCalls.interceptorServerOptions()
+		t.dialOpts = clientCalls.interceptorDialOptions()
+		return nil
+	}
+	serverTrace := stats.Handler(&propagationHandler{trace: trace})
+	clientTrace := stats.Handler(&propagationHandler{trace: trace, client: true})
 	if t.exporting {
 		serverTrace = otelgrpc.NewServerHandler(otelgrpcOpts...)
 		clientTrace = otelgrpc.NewClientHandler(otelgrpcOpts...)
@@ -277,24 +299,32 @@ func (t *Telemetry) Registry() *prometheus.Registry { return t.reg }
 // returned on every call and is safe for concurrent use.
 func (t *Telemetry) MetricsHandler() http.Handler { return t.handler }
 
-// ServerOptions returns the options that instrument a grpc.Server: otelgrpc
-// server spans (this TracerProvider and Propagator) when spans are exported,
-// trace context propagation otherwise, and one stats handler recording the
-// gRFC A66 server metrics (grpc.server.call.*) and the stream metrics
-// (side="server"). It returns a new slice on each call; the options may be
-// shared by several servers.
+// ServerOptions returns the options that instrument a grpc.Server with the
+// gRFC A66 server metrics (grpc.server.call.*), the stream metrics
+// (side="server") and tracing. When spans are exported they are otelgrpc
+// server spans (this TracerProvider and Propagator) and a stats handler
+// recording the metrics; otherwise a unary and a stream interceptor that
+// record the metrics and put the caller's trace context in the call's
+// context (or, with Config.ExactCallMetrics, two stats handlers doing so).
+// Give these options to grpc.NewServer before any interceptor of one's
+// own, so that the metrics see the calls those interceptors reject and
+// their logs see the trace context. It returns a new slice on each call;
+// the options may be shared by several servers.
 func (t *Telemetry) ServerOptions() []grpc.ServerOption {
 	return append([]grpc.ServerOption(nil), t.srvOpts...)
 }
 
-// DialOptions returns the client-side equivalents of ServerOptions: otelgrpc
-// client spans with trace context injected into outgoing metadata (or the
-// trace context alone), and one stats handler recording the gRFC A66 client
-// metrics (grpc.client.attempt.* per attempt, labelled with the
-// ClientConn's canonical target) and the stream metrics (side="client"),
-// with a unary and a stream interceptor that measure
-// grpc.client.call.duration across a call's attempts. It returns a new
-// slice on each call; the options may be shared by several ClientConns.
+// DialOptions returns the client-side equivalents of ServerOptions: the
+// gRFC A66 client metrics (grpc.client.attempt.* and
+// grpc.client.call.duration, labelled with the ClientConn's canonical
+// target), the stream metrics (side="client"), and otelgrpc client spans
+// with trace context injected into outgoing metadata, or the trace context
+// alone. Without exported spans (or Config.ExactCallMetrics) they are a
+// unary and a stream interceptor; otherwise a stats handler per concern
+// plus the interceptors that measure grpc.client.call.duration across a
+// call's attempts. Placed after one's own interceptors, they measure what
+// those send. It returns a new slice on each call; the options may be
+// shared by several ClientConns.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
 	return append([]grpc.DialOption(nil), t.dialOpts...)
 }

@@ -50,8 +50,27 @@ func newTelemetry(t testing.TB, cfg Config) *Telemetry {
 	return tel
 }
 
+// TestMetricsEndToEnd checks the metrics of each way Telemetry records
+// them: interceptors (the default without exported spans), stats handlers
+// (ExactCallMetrics) and stats handlers beside otelgrpc's (spans exported).
 func TestMetricsEndToEnd(t *testing.T) {
-	tel := newTelemetry(t, Config{ServiceName: "greeter-test", ServiceVersion: "1.2.3"})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"interceptors", Config{}},
+		{"exact", Config{ExactCallMetrics: true}},
+		{"exporting", Config{SpanProcessors: []sdktrace.SpanProcessor{sdktrace.NewSimpleSpanProcessor(tracetest.NewInMemoryExporter())}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.ServiceName, tc.cfg.ServiceVersion = "greeter-test", "1.2.3"
+			checkMetricsEndToEnd(t, tc.cfg)
+		})
+	}
+}
+
+func checkMetricsEndToEnd(t *testing.T, cfg Config) {
+	tel := newTelemetry(t, cfg)
 	client := startGreeter(t, &greeter{}, tel.ServerOptions(), tel.DialOptions())
 	ctx := testContext(t)
 
@@ -432,19 +451,36 @@ func TestNewDoesNotSetGlobals(t *testing.T) {
 }
 
 func TestOptionsAreCopies(t *testing.T) {
-	tel := newTelemetry(t, Config{})
-	a := tel.ServerOptions()
-	a[0] = nil
-	if tel.ServerOptions()[0] == nil {
-		t.Error("ServerOptions returned its internal slice")
-	}
-	d := tel.DialOptions()
-	d[0] = nil
-	if tel.DialOptions()[0] == nil {
-		t.Error("DialOptions returned its internal slice")
-	}
-	if len(tel.ServerOptions()) != 2 || len(tel.DialOptions()) != 4 {
-		t.Errorf("got %d server and %d dial options, want 2 and 4", len(tel.ServerOptions()), len(tel.DialOptions()))
+	for _, tc := range []struct {
+		name           string
+		cfg            Config
+		server, dialed int
+	}{
+		// A unary and a stream interceptor per side.
+		{"interceptors", Config{}, 2, 2},
+		// Two stats handlers per side, and the client's call duration
+		// interceptors.
+		{"exact", Config{ExactCallMetrics: true}, 2, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tel := newTelemetry(t, tc.cfg)
+			a := tel.ServerOptions()
+			a[0] = nil
+			if tel.ServerOptions()[0] == nil {
+				t.Error("ServerOptions returned its internal slice")
+			}
+			d := tel.DialOptions()
+			d[0] = nil
+			if tel.DialOptions()[0] == nil {
+				t.Error("DialOptions returned its internal slice")
+			}
+			if got, want := len(tel.ServerOptions()), tc.server; got != want {
+				t.Errorf("got %d server options, want %d", got, want)
+			}
+			if got, want := len(tel.DialOptions()), tc.dialed; got != want {
+				t.Errorf("got %d dial options, want %d", got, want)
+			}
+		})
 	}
 }
 

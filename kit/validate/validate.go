@@ -21,6 +21,7 @@ package validate
 
 import (
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -44,7 +45,7 @@ func NewSet() *Set {
 }
 
 // Rule registers fn as the rule for messages of type T, replacing any
-// earlier one.
+// earlier one. fn must not keep v once it returns: Check reuses it.
 func Rule[T proto.Message](s *Set, fn func(T, *Violations)) {
 	var zero T
 	name := zero.ProtoReflect().Descriptor().FullName()
@@ -78,10 +79,20 @@ func (s *Set) Check(m any) error {
 		}
 		return nil
 	}
-	var v Violations
-	fn(msg, &v)
-	return v.Err()
+	v := violationsPool.Get().(*Violations)
+	fn(msg, v)
+	err := v.Err()
+	// The error holds the list when there is one: the next Check starts a
+	// new one rather than reuse it.
+	v.list = nil
+	violationsPool.Put(v)
+	return err
 }
+
+// violationsPool recycles the Violations of Check, which would otherwise
+// cost an allocation per message: a rule is called through a func value,
+// so the collector it is given always escapes.
+var violationsPool = sync.Pool{New: func() any { return new(Violations) }}
 
 // Violations collects the field violations of one message. The zero value
 // is ready to use; it is not safe for concurrent use.

@@ -3,6 +3,7 @@ package validate_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -135,4 +136,48 @@ func FuzzGreeterRules(f *testing.F) {
 			t.Fatalf("Check(%q) = %v, want nil or InvalidArgument", name, err)
 		}
 	})
+}
+
+// TestCheckKeepsEachErrorsViolations checks that the violations of one
+// Check are neither carried into the next one nor changed by it, with
+// Checks running concurrently.
+func TestCheckKeepsEachErrorsViolations(t *testing.T) {
+	s := validate.NewSet()
+	validate.Rule(s, func(m *greeterv1.StreamGreetingsRequest, v *validate.Violations) {
+		v.Length("name", m.GetName(), 1, 10)
+		v.Range("count", int64(m.GetCount()), 1, 10)
+	})
+	tests := []struct {
+		req  *greeterv1.StreamGreetingsRequest
+		want []string // fields in violation
+	}{
+		{&greeterv1.StreamGreetingsRequest{Name: "", Count: 0}, []string{"name", "count"}},
+		{&greeterv1.StreamGreetingsRequest{Name: "ok", Count: 0}, []string{"count"}},
+		{&greeterv1.StreamGreetingsRequest{Name: "ok", Count: 1}, nil},
+		{&greeterv1.StreamGreetingsRequest{Name: strings.Repeat("x", 11), Count: 1}, []string{"name"}},
+	}
+	fields := func(err error) []string {
+		var out []string
+		for _, f := range status.BadRequest(err).GetFieldViolations() {
+			out = append(out, f.GetField())
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			var errs []error
+			for i := range 50 {
+				errs = append(errs, s.Check(tests[(i+g)%len(tests)].req))
+			}
+			// Checked after all of them ran: an error must not change.
+			for i, err := range errs {
+				want := tests[(i+g)%len(tests)].want
+				if got := fields(err); strings.Join(got, ",") != strings.Join(want, ",") {
+					t.Errorf("Check #%d = %v, want violations of %v", i, got, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -2,20 +2,26 @@
 // baseline measured in the same run, as a ratio.
 //
 // The benchmark machines are shared and noisy, so absolute numbers mean
-// little; the ratio of two results measured minutes apart on the same
+// little; the ratio of two results measured seconds apart on the same
 // machine means more. A result whose last name element is "bare" is the
 // baseline of every sibling: BenchmarkUnary/bare is the baseline of
 // BenchmarkUnary/kit and BenchmarkUnary/kit-security.
 //
 // Usage:
 //
-//	benchratio [-pkg ./bench/...] [-bench .] [-benchtime 2s] [-count 1] [-cpu list] [-timeout 20m] [-json]
+//	benchratio [-pkg ./bench/...] [-bench .] [-benchtime 2s] [-rounds 3] [-count 1] [-cpu list] [-timeout 20m] [-json]
 //	benchratio -in FILE [-json]
 //
-// It runs go test -run '^$' -bench RE -benchmem, streams its output to
-// stderr and prints a table per package (or JSON lines with -json) to
-// stdout. It exits non-zero when go test fails or no result was found,
-// never because of a ratio.
+// It runs go test -run '^$' -bench RE -benchmem once per round, streams its
+// output to stderr and prints a table per package (or JSON lines with
+// -json) to stdout: every metric is the median of its runs, and the ratio
+// to the baseline the median of the ratios of the rounds, each measured
+// against the baseline of its own round. Rounds interleave the results
+// (bare, kit, bare, kit...) where go test's -count repeats each one before
+// the next (bare, bare, kit, kit...), so that a build starting on the
+// machine halfway through slows both sides of a ratio rather than one. It
+// exits non-zero when go test fails or no result was found, never because
+// of a ratio.
 package main
 
 import (
@@ -55,6 +61,7 @@ type config struct {
 	bench     string
 	benchtime string
 	count     int
+	rounds    int
 	cpu       string
 	timeout   time.Duration
 	json      bool
@@ -68,8 +75,13 @@ stderr, and prints every result next to its baseline from the same run: a
 result whose last name element is "bare" (BenchmarkUnary/bare) is the
 baseline of its siblings (BenchmarkUnary/kit). "vs bare" is the result/bare
 ratio of the first throughput metric (unit ending in /s), or bare ns/op over
-result ns/op when there is none; above 1.00x is faster. With -count > 1
-every metric is the median of the runs.
+result ns/op when there is none; above 1.00x is faster. go test runs once
+per round, every benchmark in turn, so the rounds interleave the results;
+every metric is the median of the runs, and "vs bare" the median of the
+ratios of the runs taken round by round. When the benchmarks report
+cpu-ns/op (the process's CPU time per operation, as bench's do), "cpu vs
+bare" is bare cpu-ns/op over result cpu-ns/op, taken the same way: on a
+shared machine it moves less than throughput does.
 
 Flags:
 `
@@ -82,7 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.pkg, "pkg", "./bench/...", "package `pattern` to benchmark")
 	fs.StringVar(&c.bench, "bench", ".", "run only the benchmarks matching `regexp`")
 	fs.StringVar(&c.benchtime, "benchtime", "2s", "run each benchmark for `t` (a duration or Nx)")
-	fs.IntVar(&c.count, "count", 1, "run each benchmark `n` times and report the medians")
+	fs.IntVar(&c.count, "count", 1, "go test -count: run each benchmark `n` times in a row in each round")
+	fs.IntVar(&c.rounds, "rounds", 3, "run go test `n` times, interleaving the benchmarks, and report the medians")
 	fs.StringVar(&c.cpu, "cpu", "", "GOMAXPROCS `list` passed to go test -cpu")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "go test -timeout for each test binary")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per result instead of tables")
@@ -100,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		err = fmt.Errorf("unexpected arguments %q (use -pkg)", fs.Args())
 	case c.count < 1:
 		err = fmt.Errorf("-count must be at least 1, got %d", c.count)
+	case c.rounds < 1 || c.rounds > maxRounds:
+		err = fmt.Errorf("-rounds must be between 1 and %d, got %d", maxRounds, c.rounds)
 	case c.timeout <= 0:
 		err = fmt.Errorf("-timeout must be positive, got %s", c.timeout)
 	}
@@ -206,23 +221,32 @@ func goBinary() string {
 	return "go"
 }
 
-// runBenchmarks runs go test in dir, copying its output to stderr as it
-// comes, and parses what it printed. testErr is go test's failure; err is
-// a failure to parse its output.
+// maxRounds bounds -rounds.
+const maxRounds = 100
+
+// runBenchmarks runs go test in dir once per round, copying its output to
+// stderr as it comes, and parses what the rounds printed. It stops at the
+// first round that fails. testErr is go test's failure; err is a failure
+// to parse its output.
 func runBenchmarks(ctx context.Context, cfg config, dir string, stderr io.Writer) (results []*result, testErr, err error) {
-	// The arguments are the user's own flags for the go tool, run without
-	// a shell: there is nothing to inject into.
-	cmd := exec.CommandContext(ctx, goBinary(), goTestArgs(cfg)...) //nolint:gosec // G204: see above.
-	cmd.Dir = dir
-	// On Ctrl-C let go test stop its test binary and clean up before it
-	// is killed.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	progress := &lockedWriter{w: stderr}
-	cmd.Stdout = io.MultiWriter(progress, &out)
-	cmd.Stderr = progress
-	testErr = cmd.Run()
+	for round := 1; round <= cfg.rounds && testErr == nil; round++ {
+		if cfg.rounds > 1 {
+			warn(progress, fmt.Sprintf("round %d of %d", round, cfg.rounds))
+		}
+		// The arguments are the user's own flags for the go tool, run
+		// without a shell: there is nothing to inject into.
+		cmd := exec.CommandContext(ctx, goBinary(), goTestArgs(cfg)...) //nolint:gosec // G204: see above.
+		cmd.Dir = dir
+		// On Ctrl-C let go test stop its test binary and clean up before
+		// it is killed.
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = 10 * time.Second
+		cmd.Stdout = io.MultiWriter(progress, &out)
+		cmd.Stderr = progress
+		testErr = cmd.Run()
+	}
 	results, err = parse(&out)
 	return results, testErr, err
 }

@@ -129,11 +129,25 @@ func TestParse(t *testing.T) {
 				t.Fatalf("got %d results, want %d:\n%s", len(got), len(tt.want), dump(got))
 			}
 			for i := range got {
-				if !reflect.DeepEqual(got[i], tt.want[i]) {
-					t.Errorf("result %d: got %+v, want %+v", i, *got[i], *tt.want[i])
+				g := *got[i]
+				g.Samples = nil // TestParseSamples checks them
+				if !reflect.DeepEqual(&g, tt.want[i]) {
+					t.Errorf("result %d: got %+v, want %+v", i, g, *tt.want[i])
 				}
 			}
 		})
+	}
+}
+
+func TestParseSamples(t *testing.T) {
+	input := "BenchmarkA 10 4 ns/op 7 x/s\nBenchmarkB 10 3 ns/op\nBenchmarkA 20 1 ns/op 8 x/s\nBenchmarkA 30 2 ns/op 9 x/s\n"
+	got, err := parse(strings.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]float64{"ns/op": {4, 1, 2}, "x/s": {7, 8, 9}}
+	if len(got) != 2 || !reflect.DeepEqual(got[0].Samples, want) {
+		t.Fatalf("got %d results, the first with samples %v, want 2 and %v", len(got), got[0].Samples, want)
 	}
 }
 
@@ -280,6 +294,38 @@ func TestCompare(t *testing.T) {
 			wantRatios:    map[string]float64{"ns/op": 2},
 		},
 		{
+			name: "rounds: median of the ratios of each round",
+			r: withSamples(res("", "X/kit", 1, 3, 1, "ns/op", 50.0, "calls/s", 90.0),
+				"calls/s", 90, 45, 95),
+			base: withSamples(res("", "X/bare", 1, 3, 1, "ns/op", 40.0, "calls/s", 100.0),
+				"calls/s", 100, 50, 200),
+			// 0.9, 0.9, 0.475: the busy third round moves one side only
+			// when the ratio of medians (0.9) is taken; here it is outvoted.
+			wantSpeed:     0.9,
+			wantSpeedUnit: "calls/s",
+			wantHasSpeed:  true,
+			wantRatios:    map[string]float64{"ns/op": 1.25, "calls/s": 0.9},
+		},
+		{
+			name: "rounds: ns/op ratios are bare over result, round by round",
+			r:    withSamples(res("", "X/kit", 1, 3, 1, "ns/op", 200.0), "ns/op", 200, 400, 100),
+			base: withSamples(res("", "X/bare", 1, 3, 1, "ns/op", 150.0), "ns/op", 100, 300, 150),
+			// 0.5, 0.75, 1.5
+			wantSpeed:     0.75,
+			wantSpeedUnit: "ns/op",
+			wantHasSpeed:  true,
+			wantRatios:    map[string]float64{"ns/op": 200.0 / 150.0},
+		},
+		{
+			name:          "runs of different numbers fall back to the ratio of medians",
+			r:             withSamples(res("", "X/kit", 1, 2, 1, "calls/s", 80.0), "calls/s", 70, 90),
+			base:          withSamples(res("", "X/bare", 1, 3, 1, "calls/s", 100.0), "calls/s", 90, 100, 110),
+			wantSpeed:     0.8,
+			wantSpeedUnit: "calls/s",
+			wantHasSpeed:  true,
+			wantRatios:    map[string]float64{"calls/s": 0.8},
+		},
+		{
 			name:       "zero ns/op gives no ratio",
 			r:          res("", "X/kit", 1, 1, 1, "ns/op", 0.0),
 			base:       res("", "X/bare", 1, 1, 1, "ns/op", 0.0),
@@ -305,6 +351,15 @@ func TestCompare(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withSamples sets r's samples of unit.
+func withSamples(r *result, unit string, samples ...float64) *result {
+	if r.Samples == nil {
+		r.Samples = map[string][]float64{}
+	}
+	r.Samples[unit] = samples
+	return r
 }
 
 func near(a, b float64) bool {
@@ -374,6 +429,44 @@ func TestRenderTable(t *testing.T) {
 	}
 	if len(ends) != 2 || ends[0] != ends[1] {
 		t.Errorf("got the BenchmarkUnary ratios ending at columns %v, want two equal columns", ends)
+	}
+}
+
+// TestRenderTableCPU checks the cpu-ns/op column and its ratio to the
+// baseline, taken round by round, in the table and in JSON.
+func TestRenderTableCPU(t *testing.T) {
+	input := `pkg: p
+BenchmarkU/bare-2   100  1000 ns/op  1000 calls/s  4000 cpu-ns/op  10 allocs/op
+BenchmarkU/kit-2    100  1200 ns/op   800 calls/s  5000 cpu-ns/op  12 allocs/op
+BenchmarkU/bare-2   100  2000 ns/op   500 calls/s  4000 cpu-ns/op  10 allocs/op
+BenchmarkU/kit-2    100  2000 ns/op   500 calls/s  4400 cpu-ns/op  12 allocs/op
+BenchmarkU/bare-2   100  1000 ns/op  1000 calls/s  4200 cpu-ns/op  10 allocs/op
+BenchmarkU/kit-2    100  1100 ns/op   900 calls/s  4200 cpu-ns/op  12 allocs/op
+`
+	results, err := parse(strings.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table, js strings.Builder
+	if err := renderTable(&table, pair(results)); err != nil {
+		t.Fatal(err)
+	}
+	if err := renderJSON(&js, pair(results)); err != nil {
+		t.Fatal(err)
+	}
+	// calls/s ratios 0.8, 1.0, 0.9; cpu ratios 0.8, 0.909, 1.0.
+	for _, re := range []string{
+		`(?m)^benchmark\s+runs\s+ns/op\s+calls/s\s+allocs/op\s+cpu-ns/op\s+vs bare\s+allocs vs bare\s+cpu vs bare$`,
+		`(?m)^BenchmarkU/bare\s+3\s+1000\s+1000\s+10\s+4000\s+base$`,
+		`(?m)^BenchmarkU/kit\s+3\s+1200\s+800\s+12\s+4400\s+0\.90x\s+\+2 allocs\s+0\.91x$`,
+		`(?m)^cpu vs bare: `,
+	} {
+		if !regexp.MustCompile(re).MatchString(table.String()) {
+			t.Errorf("got\n%s\nwant a match for %s", table.String(), re)
+		}
+	}
+	if !strings.Contains(js.String(), `"cpu_ratio":0.909`) {
+		t.Errorf("got JSON\n%s\nwant cpu_ratio 0.909...", js.String())
 	}
 }
 
@@ -465,6 +558,7 @@ func TestRunInput(t *testing.T) {
 		{name: "help", args: []string{"-h"}, wantCode: 0, wantStderr: "Usage: benchratio"},
 		{name: "bad flag", args: []string{"-nope"}, wantCode: 2, wantStderr: "-nope"},
 		{name: "bad count", args: []string{"-count", "0"}, wantCode: 2, wantStderr: "-count must be at least 1"},
+		{name: "bad rounds", args: []string{"-rounds", "0"}, wantCode: 2, wantStderr: "-rounds must be between 1 and 100"},
 		{name: "positional", args: []string{"./..."}, wantCode: 2, wantStderr: "use -pkg"},
 	}
 	for _, tt := range tests {
@@ -534,18 +628,24 @@ func TestRunEndToEnd(t *testing.T) {
 	}{
 		{
 			name:       "table",
-			args:       []string{"-pkg", "./...", "-bench", "X", "-benchtime", "1x"},
+			args:       []string{"-pkg", "./...", "-bench", "X", "-benchtime", "1x", "-rounds", "1"},
 			wantStdout: `(?m)^pkg: example\.com/b\n(.*\n)*BenchmarkX/kit\s+\d+\s.*\s\d+\.\d\dx\s+[+-]\d+ allocs$`,
 			wantStderr: `(?m)^BenchmarkX/bare`,
 		},
 		{
 			name:       "json with medians",
-			args:       []string{"-pkg", "./...", "-bench", "X", "-benchtime", "1x", "-count", "3", "-json"},
+			args:       []string{"-pkg", "./...", "-bench", "X", "-benchtime", "1x", "-count", "3", "-rounds", "1", "-json"},
 			wantStdout: `"name":"BenchmarkX/kit","procs":\d+,"runs":3,.*"baseline":"BenchmarkX/bare","speed_ratio":[0-9.e+-]+,"speed_unit":"ns/op"`,
 		},
 		{
+			name:       "rounds",
+			args:       []string{"-pkg", "./...", "-bench", "X", "-benchtime", "1x", "-rounds", "2", "-json"},
+			wantStdout: `"name":"BenchmarkX/kit","procs":\d+,"runs":2,.*"baseline":"BenchmarkX/bare","speed_ratio":[0-9.e+-]+`,
+			wantStderr: `benchratio: round 1 of 2\n(.*\n)*BenchmarkX/kit(.*\n)*benchratio: round 2 of 2\n(.*\n)*BenchmarkX/bare`,
+		},
+		{
 			name:       "failing benchmark",
-			args:       []string{"-pkg", "./...", "-bench", "Fail", "-benchtime", "1x"},
+			args:       []string{"-pkg", "./...", "-bench", "Fail", "-benchtime", "1x"}, // stops after the first round
 			wantCode:   1,
 			wantStderr: `boom(.*\n)*benchratio: go test: exit status 1\n`,
 		},

@@ -10,6 +10,8 @@ const (
 	unitNs     = "ns/op"
 	unitAllocs = "allocs/op"
 	unitBytes  = "B/op"
+	// unitCPU is the process CPU time per operation that bench reports.
+	unitCPU = "cpu-ns/op"
 )
 
 // row is a result with its baseline, if it has one.
@@ -63,10 +65,21 @@ func pair(results []*result) []row {
 type comparison struct {
 	// Speed is higher-is-better: result/baseline of the first throughput
 	// metric (a unit ending in /s) both have, or else baseline ns/op over
-	// result ns/op. SpeedUnit names the metric it came from.
+	// result ns/op. SpeedUnit names the metric it came from. When both
+	// have the same number of runs, it is the median of the ratios of
+	// their runs taken pairwise (run i with run i: with -rounds, the two
+	// measured in the same round), so that a round the machine was busier
+	// in moves both sides of its ratio; otherwise the ratio of medians.
 	Speed     float64
 	SpeedUnit string
 	HasSpeed  bool
+
+	// CPU is higher-is-better too: baseline cpu-ns/op over result
+	// cpu-ns/op, paired by run as Speed is. On a shared machine it moves
+	// less than Speed: it is what an operation costs, not how much of the
+	// machine the benchmark got.
+	CPU    float64
+	HasCPU bool
 
 	AllocsDelta float64 // result allocs/op minus baseline allocs/op
 	HasAllocs   bool
@@ -96,14 +109,19 @@ func compare(r, base *result) comparison {
 			c.Ratios[u] = v / b
 		}
 		if !c.HasSpeed && isThroughput(u) && b > 0 {
-			c.Speed, c.SpeedUnit, c.HasSpeed = v/b, u, true
+			c.Speed, c.SpeedUnit, c.HasSpeed = pairedRatio(r, base, u, false), u, true
 		}
 	}
 	if !c.HasSpeed {
 		v, ok1 := r.value(unitNs)
 		b, ok2 := base.value(unitNs)
 		if ok1 && ok2 && v > 0 && b > 0 {
-			c.Speed, c.SpeedUnit, c.HasSpeed = b/v, unitNs, true
+			c.Speed, c.SpeedUnit, c.HasSpeed = pairedRatio(r, base, unitNs, true), unitNs, true
+		}
+	}
+	if v, ok1 := r.value(unitCPU); ok1 && v > 0 {
+		if b, ok2 := base.value(unitCPU); ok2 && b > 0 {
+			c.CPU, c.HasCPU = pairedRatio(r, base, unitCPU, true), true
 		}
 	}
 	c.AllocsDelta, c.HasAllocs = delta(r, base, unitAllocs)
@@ -119,4 +137,29 @@ func delta(r, base *result, unit string) (float64, bool) {
 		return 0, false
 	}
 	return v - b, true
+}
+
+// pairedRatio is r/base of unit (base/r when inverse): the median of the
+// ratios of their runs taken pairwise when both have the same number of
+// runs, all of them positive, and more than one; otherwise the ratio of
+// their medians. The medians must be positive.
+func pairedRatio(r, base *result, unit string, inverse bool) float64 {
+	ratio := func(v, b float64) float64 {
+		if inverse {
+			return b / v
+		}
+		return v / b
+	}
+	rs, bs := r.Samples[unit], base.Samples[unit]
+	if len(rs) < 2 || len(rs) != len(bs) {
+		return ratio(r.Values[unit], base.Values[unit])
+	}
+	ratios := make([]float64, len(rs))
+	for i := range rs {
+		if rs[i] <= 0 || bs[i] <= 0 {
+			return ratio(r.Values[unit], base.Values[unit])
+		}
+		ratios[i] = ratio(rs[i], bs[i])
+	}
+	return median(ratios)
 }

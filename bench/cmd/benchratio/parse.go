@@ -28,6 +28,9 @@ type result struct {
 	Iterations int64              // median b.N
 	Units      []string           // in order of first appearance
 	Values     map[string]float64 // median per unit
+	// Samples are the runs' values per unit, in the order they ran: with
+	// -rounds, the i-th sample of every result comes from round i.
+	Samples map[string][]float64
 }
 
 // value returns the median of unit and whether the result has it.
@@ -140,6 +143,7 @@ func (p *parser) results() []*result {
 	for _, acc := range p.order {
 		acc.res.Runs = len(acc.iters)
 		acc.res.Iterations = int64(math.Round(median(acc.iters)))
+		acc.res.Samples = acc.values
 		for unit, vs := range acc.values {
 			acc.res.Values[unit] = median(vs)
 		}

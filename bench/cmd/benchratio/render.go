@@ -32,7 +32,8 @@ func groupByPackage(rows []row) []group {
 }
 
 // legend explains the ratio column under the tables.
-const legend = "vs bare: result/bare throughput (first /s metric; bare ns/op / result ns/op if none); above 1.00x is faster."
+const legend = "vs bare: result/bare throughput (first /s metric; bare ns/op / result ns/op if none); above 1.00x is faster.\n" +
+	"cpu vs bare: bare cpu-ns/op / result cpu-ns/op, the process's CPU per operation; above 1.00x is cheaper."
 
 // renderTable writes one aligned table per package.
 func renderTable(w io.Writer, rows []row) error {
@@ -61,8 +62,8 @@ func renderTable(w io.Writer, rows []row) error {
 
 // columns says which optional columns a group's table has.
 type columns struct {
-	runs, allocs, bytes, paired, procs bool
-	throughput                         []string
+	runs, allocs, bytes, cpu, paired, procs bool
+	throughput                              []string
 }
 
 // groupColumns picks the columns some row of g has a value for.
@@ -80,6 +81,8 @@ func groupColumns(g group) columns {
 				c.allocs = true
 			case u == unitBytes:
 				c.bytes = true
+			case u == unitCPU:
+				c.cpu = true
 			case isThroughput(u) && !seen[u]:
 				seen[u] = true
 				c.throughput = append(c.throughput, u)
@@ -105,8 +108,14 @@ func groupTable(g group) [][]string {
 	if c.bytes {
 		header = append(header, unitBytes)
 	}
+	if c.cpu {
+		header = append(header, unitCPU)
+	}
 	if c.paired {
 		header = append(header, "vs bare", "allocs vs bare")
+		if c.cpu {
+			header = append(header, "cpu vs bare")
+		}
 	}
 	table := [][]string{header}
 	for _, r := range g.Rows {
@@ -128,8 +137,11 @@ func groupTable(g group) [][]string {
 		if c.bytes {
 			cells = append(cells, cell(r.result, unitBytes))
 		}
+		if c.cpu {
+			cells = append(cells, cell(r.result, unitCPU))
+		}
 		if c.paired {
-			cells = append(cells, comparisonCells(r)...)
+			cells = append(cells, comparisonCells(r, c.cpu)...)
 		}
 		table = append(table, cells)
 	}
@@ -145,23 +157,32 @@ func cell(r *result, unit string) string {
 	return formatValue(v)
 }
 
-// comparisonCells are the ratio and allocs delta cells of a row.
-func comparisonCells(r row) []string {
+// comparisonCells are the ratio and allocs delta cells of a row, and the
+// CPU ratio cell when withCPU.
+func comparisonCells(r row, withCPU bool) []string {
+	var cells []string
 	switch {
 	case r.IsBase:
-		return []string{"base", ""}
+		cells = []string{"base", "", ""}
 	case r.Base == nil:
-		return []string{"", ""}
+		cells = []string{"", "", ""}
+	default:
+		c := compare(r.result, r.Base)
+		cells = []string{"-", "-", "-"}
+		if c.HasSpeed {
+			cells[0] = formatRatio(c.Speed)
+		}
+		if c.HasAllocs {
+			cells[1] = formatDelta(c.AllocsDelta, "allocs")
+		}
+		if c.HasCPU {
+			cells[2] = formatRatio(c.CPU)
+		}
 	}
-	c := compare(r.result, r.Base)
-	speed, allocs := "-", "-"
-	if c.HasSpeed {
-		speed = formatRatio(c.Speed)
+	if !withCPU {
+		cells = cells[:2]
 	}
-	if c.HasAllocs {
-		allocs = formatDelta(c.AllocsDelta, "allocs")
-	}
-	return []string{speed, allocs}
+	return cells
 }
 
 // writeAligned writes table with the first column left-aligned and the
@@ -233,6 +254,7 @@ type jsonResult struct {
 	// Speed is higher-is-better (see comparison.Speed).
 	Speed       *float64           `json:"speed_ratio,omitempty"`
 	SpeedUnit   string             `json:"speed_unit,omitempty"`
+	CPU         *float64           `json:"cpu_ratio,omitempty"`
 	AllocsDelta *float64           `json:"allocs_delta,omitempty"`
 	BytesDelta  *float64           `json:"bytes_delta,omitempty"`
 	Ratios      map[string]float64 `json:"ratios,omitempty"`
@@ -257,6 +279,9 @@ func toJSON(r row) jsonResult {
 	j.Ratios = c.Ratios
 	if c.HasSpeed {
 		j.Speed, j.SpeedUnit = &c.Speed, c.SpeedUnit
+	}
+	if c.HasCPU {
+		j.CPU = &c.CPU
 	}
 	if c.HasAllocs {
 		j.AllocsDelta = &c.AllocsDelta
