@@ -52,8 +52,11 @@ verify: generate ## Fail when gen/ is stale, a go.mod is untidy or a file is unf
 test: ## Run every test with the race detector (needs the services of `make services`).
 	$(GO) test -race -count=1 ./...
 
-bench: ## Run the benchmarks and print each result next to its baseline.
-	$(GO) run ./bench/cmd/benchratio -benchtime $(BENCHTIME)
+bench: ## Run the benchmarks, print each result next to its baseline, write bench/results.json.
+	$(GO) run ./bench/cmd/benchratio -pkg ./bench/ -benchtime $(BENCHTIME) -out bench/results-kit.jsonl
+	$(GO) run ./bench/cmd/benchratio -pkg ./bench/events/ -benchtime 2000x -out bench/results-events.jsonl
+	$(GO) run ./bench/cmd/systembench -json bench/results.json \
+		-merge kit=bench/results-kit.jsonl -merge events=bench/results-events.jsonl
 
 run: ## Run the whole system on embedded defaults (switchboard up).
 	$(GO) run ./cmd/switchboard up

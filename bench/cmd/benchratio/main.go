@@ -65,6 +65,7 @@ type config struct {
 	cpu       string
 	timeout   time.Duration
 	json      bool
+	out       string
 	in        string
 }
 
@@ -99,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.cpu, "cpu", "", "GOMAXPROCS `list` passed to go test -cpu")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "go test -timeout for each test binary")
 	fs.BoolVar(&c.json, "json", false, "print one JSON object per result instead of tables")
+	fs.StringVar(&c.out, "out", "", "also write one JSON object per result to this `file`")
 	fs.StringVar(&c.in, "in", "", "parse this go test -bench output `file` (- for stdin) instead of running go test")
 	fs.Usage = func() {
 		_, _ = io.WriteString(fs.Output(), usageHead)
@@ -157,6 +159,12 @@ func run(ctx context.Context, args []string, dir string, stdin io.Reader, stdout
 		return exitFail
 	}
 	rows := pair(results)
+	if cfg.out != "" {
+		if err := writeJSONFile(cfg.out, rows); err != nil {
+			warn(stderr, err)
+			return exitFail
+		}
+	}
 	if cfg.json {
 		err = renderJSON(stdout, rows)
 	} else {
@@ -167,6 +175,15 @@ func run(ctx context.Context, args []string, dir string, stdin io.Reader, stdout
 		return exitFail
 	}
 	return code
+}
+
+// writeJSONFile writes rows to the file name, one JSON object a line.
+func writeJSONFile(name string, rows []row) error {
+	var b bytes.Buffer
+	if err := renderJSON(&b, rows); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Clean(name), b.Bytes(), 0o600)
 }
 
 // warn prints a message of the command to stderr.

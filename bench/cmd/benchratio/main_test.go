@@ -539,6 +539,7 @@ func TestGoTestArgs(t *testing.T) {
 
 func TestRunInput(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "bench.txt")
+	out := filepath.Join(t.TempDir(), "results.jsonl")
 	if err := os.WriteFile(file, []byte(sample), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -553,6 +554,8 @@ func TestRunInput(t *testing.T) {
 		{name: "file", args: []string{"-in", file}, wantCode: 0, wantStdout: "0.91x"},
 		{name: "stdin", args: []string{"-in", "-"}, stdin: sample, wantCode: 0, wantStdout: "+12 allocs"},
 		{name: "json", args: []string{"-in", "-", "-json"}, stdin: sample, wantCode: 0, wantStdout: `"speed_ratio":`},
+		{name: "table and a JSON file", args: []string{"-in", file, "-out", out}, wantCode: 0, wantStdout: "0.91x"},
+		{name: "unwritable JSON file", args: []string{"-in", file, "-out", filepath.Join(out, "no", "dir")}, wantCode: 1, wantStderr: "benchratio:"},
 		{name: "nothing parsed", args: []string{"-in", "-"}, stdin: "PASS\n", wantCode: 1, wantStderr: "no benchmark results"},
 		{name: "missing file", args: []string{"-in", filepath.Join(t.TempDir(), "nope")}, wantCode: 1, wantStderr: "no such file"},
 		{name: "help", args: []string{"-h"}, wantCode: 0, wantStderr: "Usage: benchratio"},
@@ -575,6 +578,10 @@ func TestRunInput(t *testing.T) {
 				t.Errorf("got stderr\n%s\nwant it to contain %q", stderr.String(), tt.wantStderr)
 			}
 		})
+	}
+	b, err := os.ReadFile(out)
+	if err != nil || !strings.Contains(string(b), `"speed_ratio":`) {
+		t.Errorf("-out wrote %q (%v), want JSON results", b, err)
 	}
 }
 
