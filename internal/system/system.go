@@ -73,6 +73,10 @@ type Service struct {
 	Open func(ctx context.Context, env *Env) (Component, error)
 	// Policy says who may call each method; everything else is denied.
 	Policy authz.Policy
+	// Calls names the services this one calls while it works (not just to
+	// fetch keys). A stopping run stops callers first, so that their work
+	// in flight finishes against services that still answer.
+	Calls []string
 }
 
 // Env is what the runner gives a service it opens.
@@ -261,6 +265,7 @@ func Services() []Service {
 				return svc, nil
 			},
 			Policy: order.Policy(),
+			Calls:  []string{"inventory", "payment", "shipping"},
 		},
 		{
 			Name: "notify", Offset: 6,
@@ -435,6 +440,9 @@ type running struct {
 	srv    *server.Server
 	lis    net.Listener
 	served chan error
+	// stop closes what open made (component, consumers, relay, database),
+	// once.
+	stop func() error
 }
 
 // Run serves services until ctx ends, then shuts them down gracefully. It
@@ -524,7 +532,8 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 	}()
 	for _, r := range all {
 		stop, err := open(ctx, cfg, tel, r, book, revocations, brk, disc)
-		stops = append(stops, stop)
+		r.stop = sync.OnceValue(stop)
+		stops = append(stops, r.stop)
 		if err != nil {
 			return err
 		}
@@ -776,27 +785,65 @@ func shutdown(ctx context.Context, cfg Config, all []*running, metrics *http.Ser
 	if err := gw.stop(sctx); err != nil {
 		errs = append(errs, err)
 	}
-	var wg sync.WaitGroup
-	for _, r := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := r.srv.Shutdown(sctx)
-			if serveErr := <-r.served; serveErr != nil {
-				err = errors.Join(err, serveErr)
-			}
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("%s: %w", r.svc.Name, err))
-				mu.Unlock()
-			}
-		}()
+	// Callers stop before the services they call: an order's saga in
+	// flight finishes against inventory, payment and shipping, and the
+	// order service closes (leaving unfinished sagas to recovery) before
+	// they stop. Each wave's servers drain together; then the wave's
+	// services close.
+	for _, wave := range stopWaves(all) {
+		var wg sync.WaitGroup
+		for _, r := range wave {
+			wg.Go(func() {
+				err := r.srv.Shutdown(sctx)
+				if serveErr := <-r.served; serveErr != nil {
+					err = errors.Join(err, serveErr)
+				}
+				if r.stop != nil {
+					// Its error is reported once, by Run's own call.
+					_ = r.stop()
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", r.svc.Name, err))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	if metrics != nil {
 		errs = append(errs, metrics.Shutdown(sctx))
 	}
 	return errors.Join(errs...)
+}
+
+// stopWaves orders the running services for a stop: each wave holds the
+// services that no service still running calls (Service.Calls).
+func stopWaves(all []*running) [][]*running {
+	left := slices.Clone(all)
+	var waves [][]*running
+	for len(left) > 0 {
+		called := map[string]bool{}
+		for _, r := range left {
+			for _, c := range r.svc.Calls {
+				called[c] = true
+			}
+		}
+		var wave, rest []*running
+		for _, r := range left {
+			if called[r.svc.Name] {
+				rest = append(rest, r)
+			} else {
+				wave = append(wave, r)
+			}
+		}
+		if len(wave) == 0 { // a cycle: stop the rest together
+			wave, rest = rest, nil
+		}
+		waves = append(waves, wave)
+		left = rest
+	}
+	return waves
 }
 
 // newRevocations returns the store of revoked access tokens: Redis when

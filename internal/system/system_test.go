@@ -439,3 +439,34 @@ func TestGatewayRunsWithTheServicesAndAlone(t *testing.T) {
 		t.Errorf("Run of the gateway alone = %v", err)
 	}
 }
+
+func TestStopWavesStopCallersFirst(t *testing.T) {
+	svc := func(name string, calls ...string) *running { return &running{svc: Service{Name: name, Calls: calls}} }
+	names := func(waves [][]*running) [][]string {
+		var out [][]string
+		for _, w := range waves {
+			var ns []string
+			for _, r := range w {
+				ns = append(ns, r.svc.Name)
+			}
+			out = append(out, ns)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		all  []*running
+		want [][]string
+	}{
+		{"the shop", []*running{svc("identity"), svc("inventory"), svc("order", "inventory", "payment", "shipping"), svc("payment"), svc("shipping")},
+			[][]string{{"identity", "order"}, {"inventory", "payment", "shipping"}}},
+		{"a chain", []*running{svc("c"), svc("b", "c"), svc("a", "b")}, [][]string{{"a"}, {"b"}, {"c"}}},
+		{"callee not running", []*running{svc("order", "inventory")}, [][]string{{"order"}}},
+		{"a cycle stops together", []*running{svc("a", "b"), svc("b", "a")}, [][]string{{"a", "b"}}},
+	}
+	for _, tt := range tests {
+		if got := names(stopWaves(tt.all)); !slices.EqualFunc(got, tt.want, slices.Equal) {
+			t.Errorf("%s: stopWaves = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
