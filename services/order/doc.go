@@ -16,15 +16,22 @@
 //     payment.Authorize with key "<order id>:authorize" → PAYMENT_AUTHORIZED;
 //  4. ship: shipping.CreateShipment (idempotent by order id) →
 //     SHIPMENT_CREATED;
-//  5. commit: inventory.CommitReservation;
-//  6. capture: payment.Capture with key "<order id>:capture" → CONFIRMED;
+//  5. capture: payment.Capture with key "<order id>:capture";
+//  6. commit: inventory.CommitReservation → CONFIRMED;
 //  7. release: Config.OnConfirmed, which releases the shipment for pickup
 //     (the shipping API has no call for it).
 //
+// The money is taken before the stock is sold because only the sale
+// cannot be undone: inventory has no call to return committed stock
+// (Release refuses a committed reservation), while captured money can be
+// refunded. So every step before the commit has a compensation, and the
+// commit is the last step that can fail.
+//
 // A step refused for a business reason (FAILED_PRECONDITION: not enough
-// stock or funds; an unknown item; no account in the currency) did not
-// happen: the order turns CANCELLING with the reason at once and the steps
-// before it are compensated in reverse. A transient failure (UNAVAILABLE,
+// stock or funds; an unknown item; no account in the currency; a
+// reservation expired before the commit) did not happen: the order turns
+// CANCELLING with the reason at once and the steps before it are
+// compensated in reverse. A transient failure (UNAVAILABLE,
 // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED) is retried with jittered
 // exponential backoff up to Config.MaxAttempts; then, like any other
 // failure, the step may have happened and is compensated too. The
@@ -34,8 +41,18 @@
 // the id it needs by repeating that idempotent step (CreateShipment by
 // order id, Authorize by key). Compensations never give up: one that keeps
 // failing is retried by recovery every Config.RetryLater. When all are
-// done the order is CANCELLED. Committed stock stays sold: inventory has
-// no call to return it (Release refuses a committed reservation).
+// done the order is CANCELLED.
+//
+// A commit that fails without a refusal may still have sold the stock, so
+// before compensating the saga settles it with inventory.Release: released
+// (or already released or expired), the stock is back and the earlier
+// steps are compensated; refused because the reservation is committed, the
+// sale happened and the order is CONFIRMED; failing too, the saga waits at
+// the commit and recovery repeats it after Config.RetryLater. Thus the
+// saga never cancels an order whose stock it sold: a cancelled order's
+// stock and money are both given back. Only CancelOrder, once the commit
+// is under way or done (a CONFIRMED order), leaves the stock sold while
+// the payment is refunded.
 //
 // # Persistence and recovery
 //

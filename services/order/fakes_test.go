@@ -519,6 +519,9 @@ const (
 	appleStock   = 1000
 )
 
+// startStock is every item's stock on hand when the fakes start.
+var startStock = map[string]int64{"apple": appleStock, "pear": appleStock, "cheese": appleStock, "rare": 1}
+
 func startFakes(t *testing.T) *fakes {
 	t.Helper()
 	h := newHarness()
@@ -526,10 +529,10 @@ func startFakes(t *testing.T) *fakes {
 	f := &fakes{
 		h: h,
 		inv: &fakeInventory{h: h, reservations: make(map[string]*fakeReservation), items: map[string]*fakeItem{
-			"apple":  {price: usd(100), onHand: appleStock},
-			"pear":   {price: usd(250), onHand: appleStock},
-			"cheese": {price: &typev1.Money{AmountMinor: 500, CurrencyCode: "EUR"}, onHand: appleStock},
-			"rare":   {price: usd(1000), onHand: 1},
+			"apple":  {price: usd(100), onHand: startStock["apple"]},
+			"pear":   {price: usd(250), onHand: startStock["pear"]},
+			"cheese": {price: &typev1.Money{AmountMinor: 500, CurrencyCode: "EUR"}, onHand: startStock["cheese"]},
+			"rare":   {price: usd(1000), onHand: startStock["rare"]},
 		}},
 		pay: &fakePayment{h: h, auths: make(map[string]*fakeAuth), effects: make(map[string]string),
 			accounts: make(map[string]*fakeAccount)},

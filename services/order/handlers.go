@@ -233,7 +233,8 @@ func decodePageToken(t string) (*Cursor, error) {
 // it up, and returns it CANCELLING or, once compensated, CANCELLED:
 //
 //   - while its saga runs, the saga switches to compensation at its next
-//     step boundary and undoes what it did;
+//     step boundary and undoes what it did (a stock commit already under
+//     way is not undone: its stock stays sold, as below);
 //   - once CONFIRMED, the shipment is cancelled first (a shipment already
 //     picked up makes the call fail with FAILED_PRECONDITION and the order
 //     stays CONFIRMED), then the captured payment is refunded. Committed

@@ -46,11 +46,13 @@ const (
 	StepAuthorize Step = 3
 	// StepShip creates the shipment (shipping.CreateShipment).
 	StepShip Step = 4
-	// StepCommit sells the held stock (inventory.CommitReservation).
-	StepCommit Step = 5
-	// StepCapture takes the held money (payment.Capture); the order is then
-	// CONFIRMED.
-	StepCapture Step = 6
+	// StepCapture takes the held money (payment.Capture). It runs before
+	// StepCommit so that stock is sold only once it is paid for: until the
+	// commit, every step can be undone.
+	StepCapture Step = 5
+	// StepCommit sells the held stock (inventory.CommitReservation); the
+	// order is then CONFIRMED.
+	StepCommit Step = 6
 	// StepRelease hands the confirmed order to Config.OnConfirmed, which
 	// releases the shipment for pickup.
 	StepRelease Step = 7
@@ -58,7 +60,7 @@ const (
 	StepDone Step = 8
 )
 
-var stepNames = [...]string{"none", "price", "reserve", "authorize", "ship", "commit", "capture", "release", "done"}
+var stepNames = [...]string{"none", "price", "reserve", "authorize", "ship", "capture", "commit", "release", "done"}
 
 // String returns the step's name, such as "reserve".
 func (s Step) String() string {

@@ -257,19 +257,7 @@ func (s *Service) forward(o *Order) error {
 		s.keepIDs(o, c)
 		return err
 	case err == nil:
-		if s.crash(Point{OrderID: o.ID, Phase: o.Phase, Step: o.Step, Done: true}) {
-			return errCrashed
-		}
-		if err := s.update(o, c); err != nil {
-			if errors.Is(err, errMovedOn) {
-				s.keepIDs(o, c)
-			}
-			return err
-		}
-		if o.Step == StepCapture {
-			s.logger.LogAttrs(s.ctx, slog.LevelInfo, "order confirmed", slog.String("order_id", o.ID))
-		}
-		return nil
+		return s.succeed(o, c)
 	}
 	// The step failed: compensate. A business refusal means the step did
 	// not happen; a failed remote call means it may have.
@@ -281,6 +269,17 @@ func (s *Service) forward(o *Order) error {
 	case errors.As(err, &be):
 		from, reason = o.Step-1, be.reason
 	case errors.As(err, &re):
+		if o.Step == StepCommit {
+			// Sold stock cannot be put back, so a commit that may have
+			// happened is settled before anything is undone.
+			sold, err := s.settleCommit(o, err)
+			if err != nil {
+				return err
+			}
+			if sold {
+				return s.succeed(o, confirmed())
+			}
+		}
 		from, reason = o.Step, failureReason(err)
 		s.logger.LogAttrs(s.ctx, slog.LevelWarn, "order: saga step failed; compensating",
 			slog.String("order_id", o.ID), slog.String("step", o.Step.String()), slog.String("error", err.Error()))
@@ -299,6 +298,62 @@ func (s *Service) forward(o *Order) error {
 		return err
 	}
 	return nil
+}
+
+// succeed persists c, the outcome of o's step that went through.
+func (s *Service) succeed(o *Order, c Change) error {
+	if s.crash(Point{OrderID: o.ID, Phase: o.Phase, Step: o.Step, Done: true}) {
+		return errCrashed
+	}
+	if err := s.update(o, c); err != nil {
+		if errors.Is(err, errMovedOn) {
+			s.keepIDs(o, c)
+		}
+		return err
+	}
+	if o.Step == StepCommit {
+		s.logger.LogAttrs(s.ctx, slog.LevelInfo, "order confirmed", slog.String("order_id", o.ID))
+	}
+	return nil
+}
+
+// settleCommit finds out whether o's commit, which failed with cause (a
+// remote error: the stock may have been sold though the answer was lost),
+// sold the stock. It asks inventory to release the reservation, which
+// inventory refuses (FAILED_PRECONDITION) once it is committed. Refused:
+// sold is true, and the order is confirmed rather than cancelled with its
+// stock sold. Released (now or before, expired, or never reserved): the
+// stock is back and the saga compensates the earlier steps. Neither
+// (Release fails too): it returns errRetryLater, the saga stays at
+// StepCommit, and recovery repeats the commit, which is idempotent, after
+// Config.RetryLater.
+func (s *Service) settleCommit(o *Order, cause error) (sold bool, err error) {
+	err = s.attempt(o, func(ctx context.Context) error {
+		_, err := s.cfg.Inventory.Release(ctx, &inventoryv1.ReleaseRequest{
+			OrderId: o.ID, Reason: cancelNote(o.ID, failureReason(cause)),
+		})
+		return err
+	})
+	if s.ctx.Err() != nil || errors.Is(err, errMovedOn) {
+		return false, err
+	}
+	switch grpcstatus.Code(err) {
+	case codes.OK, codes.NotFound:
+		return false, nil
+	case codes.FailedPrecondition:
+		s.logger.LogAttrs(s.ctx, slog.LevelInfo, "order: stock commit went through though its answer was lost",
+			slog.String("order_id", o.ID), slog.String("error", cause.Error()))
+		return true, nil
+	}
+	s.logger.LogAttrs(s.ctx, slog.LevelWarn, "order: stock commit failed and its outcome is unknown; retrying later",
+		slog.String("order_id", o.ID), slog.String("commit_error", cause.Error()), slog.String("release_error", err.Error()))
+	return false, errRetryLater
+}
+
+// confirmed is the change that records a commit that went through: the
+// order is CONFIRMED and its shipment is released next.
+func confirmed() Change {
+	return Change{Step: StepRelease, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_CONFIRMED}
 }
 
 // keepIDs records the ids a step obtained whose outcome could not be
@@ -339,14 +394,8 @@ func (s *Service) runStep(ctx context.Context, o *Order) (Change, error) {
 	case StepShip:
 		id, err := s.createShipment(ctx, o)
 		return Change{
-			Step: StepCommit, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_SHIPMENT_CREATED, ShipmentID: id,
+			Step: StepCapture, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_SHIPMENT_CREATED, ShipmentID: id,
 		}, err
-	case StepCommit:
-		_, err := s.cfg.Inventory.CommitReservation(ctx, &inventoryv1.CommitReservationRequest{OrderId: o.ID})
-		if grpcstatus.Code(err) == codes.FailedPrecondition {
-			return Change{}, business("stock reservation expired")
-		}
-		return Change{Step: StepCapture, SetStep: true}, remote("inventory", err)
 	case StepCapture:
 		_, err := s.cfg.Payment.Capture(ctx, &paymentv1.CaptureRequest{
 			IdempotencyKey: o.ID + keyCapture, AuthorizationId: o.AuthorizationID,
@@ -354,7 +403,15 @@ func (s *Service) runStep(ctx context.Context, o *Order) (Change, error) {
 		if grpcstatus.Code(err) == codes.FailedPrecondition {
 			return Change{}, business("payment capture refused")
 		}
-		return Change{Step: StepRelease, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_CONFIRMED}, remote("payment", err)
+		return Change{Step: StepCommit, SetStep: true}, remote("payment", err)
+	case StepCommit:
+		// A refusal (the reservation expired or was released) means no
+		// stock was sold: compensation refunds the captured payment.
+		_, err := s.cfg.Inventory.CommitReservation(ctx, &inventoryv1.CommitReservationRequest{OrderId: o.ID})
+		if grpcstatus.Code(err) == codes.FailedPrecondition {
+			return Change{}, business("stock reservation expired")
+		}
+		return confirmed(), remote("inventory", err)
 	case StepRelease:
 		if s.cfg.OnConfirmed != nil {
 			s.cfg.OnConfirmed(ctx, o.ID, o.ShipmentID)
@@ -530,9 +587,11 @@ func (s *Service) createShipment(ctx context.Context, o *Order) (string, error) 
 	return "", remote("shipping", err)
 }
 
-// compensable reports whether step has a compensation. Commit has none
-// (committed stock stays sold), and capture's is the payment's (void or
-// refund), run at StepAuthorize.
+// compensable reports whether step has a compensation. Capture's is the
+// payment's (void, or refund once captured), run at StepAuthorize. Commit
+// has none: committed stock stays sold. The saga itself never compensates
+// a commit that happened (settleCommit confirms the order instead); only
+// cancelling a confirmed order does, and its stock stays sold.
 func compensable(step Step) bool {
 	return step == StepShip || step == StepAuthorize || step == StepReserve
 }
@@ -584,7 +643,8 @@ func (s *Service) undo(ctx context.Context, o *Order, step Step) (Change, error)
 	case StepReserve:
 		_, err := s.cfg.Inventory.Release(ctx, &inventoryv1.ReleaseRequest{OrderId: o.ID, Reason: remoteReason(o)})
 		// NOT_FOUND: nothing was reserved. FAILED_PRECONDITION: the
-		// reservation was committed, and committed stock stays sold.
+		// reservation was committed (a confirmed order was cancelled), and
+		// committed stock stays sold.
 		switch grpcstatus.Code(err) {
 		case codes.OK, codes.NotFound, codes.FailedPrecondition:
 			return Change{}, nil
@@ -594,8 +654,14 @@ func (s *Service) undo(ctx context.Context, o *Order, step Step) (Change, error)
 	return Change{}, nil
 }
 
-func remoteReason(o *Order) string {
-	r := "order " + o.ID + " cancelled: " + o.CancelReason
+// remoteReason is the reason sent to other services when o's steps are
+// undone.
+func remoteReason(o *Order) string { return cancelNote(o.ID, o.CancelReason) }
+
+// cancelNote says, in at most maxRemoteReasonLen bytes, that an order was
+// cancelled and why.
+func cancelNote(orderID, reason string) string {
+	r := "order " + orderID + " cancelled: " + reason
 	if len(r) > maxRemoteReasonLen {
 		r = strings.ToValidUTF8(r[:maxRemoteReasonLen], "")
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
@@ -188,7 +189,7 @@ func (f *fixture) waitDone(orderID string) *Order {
 var sagaCalls = []string{
 	"inventory.GetItem", "inventory.GetItem", "inventory.Reserve",
 	"payment.GetAccount", "payment.Authorize", "shipping.CreateShipment",
-	"inventory.CommitReservation", "payment.Capture",
+	"payment.Capture", "inventory.CommitReservation",
 }
 
 // ignoreServerSet ignores the order fields the server makes up.
@@ -254,6 +255,8 @@ func TestPlaceOrderStepFailuresCompensateInReverse(t *testing.T) {
 		faults func(h *harness)
 		reason string
 		calls  []string // after the pricing calls
+		// effects are the distinct payment effects, by operation.
+		effects map[string]int
 	}{
 		{
 			name: "unknown item", user: "alice", req: placeReq("k", "apple", 2, "ghost", 1),
@@ -284,21 +287,29 @@ func TestPlaceOrderStepFailuresCompensateInReverse(t *testing.T) {
 			reason: "shipment refused",
 			calls: []string{"inventory.Reserve", "payment.GetAccount", "payment.Authorize", "shipping.CreateShipment",
 				"payment.Void", "inventory.Release"},
+			effects: map[string]int{"authorize": 1, "void": 1},
 		},
 		{
-			name: "reservation expired", user: "alice", req: placeReq("k", "apple", 2, "pear", 1),
-			faults: func(h *harness) { h.fail("inventory.CommitReservation", codes.FailedPrecondition, false, 1) },
-			reason: "stock reservation expired",
-			calls: []string{"inventory.Reserve", "payment.GetAccount", "payment.Authorize", "shipping.CreateShipment",
-				"inventory.CommitReservation", "shipping.CancelShipment", "payment.Void", "inventory.Release"},
-		},
-		{
-			// Committed stock stays sold: Release is refused and that is final.
-			name: "capture refused", user: "alice", req: placeReq("k", "apple", 2, "pear", 1),
+			// Nothing was sold yet: the hold is voided and the stock comes back.
+			name: "capture refused: voided, stock released", user: "alice", req: placeReq("k", "apple", 2, "pear", 1),
 			faults: func(h *harness) { h.fail("payment.Capture", codes.FailedPrecondition, false, 1) },
 			reason: "payment capture refused",
 			calls: []string{"inventory.Reserve", "payment.GetAccount", "payment.Authorize", "shipping.CreateShipment",
-				"inventory.CommitReservation", "payment.Capture", "shipping.CancelShipment", "payment.Void", "inventory.Release"},
+				"payment.Capture", "shipping.CancelShipment", "payment.Void", "inventory.Release"},
+			effects: map[string]int{"authorize": 1, "void": 1},
+		},
+		{
+			// The money was taken but the stock not sold: the captured
+			// payment cannot be voided, so it is refunded, and the stock,
+			// still held, comes back.
+			name: "commit refused after the capture: refunded, stock released", user: "alice",
+			req:    placeReq("k", "apple", 2, "pear", 1),
+			faults: func(h *harness) { h.fail("inventory.CommitReservation", codes.FailedPrecondition, false, 1) },
+			reason: "stock reservation expired",
+			calls: []string{"inventory.Reserve", "payment.GetAccount", "payment.Authorize", "shipping.CreateShipment",
+				"payment.Capture", "inventory.CommitReservation", "shipping.CancelShipment", "payment.Void", "payment.Refund",
+				"inventory.Release"},
+			effects: map[string]int{"authorize": 1, "capture": 1, "refund": 1},
 		},
 		{
 			// Not a business refusal: the reservation may exist, so it is released.
@@ -323,21 +334,26 @@ func TestPlaceOrderStepFailuresCompensateInReverse(t *testing.T) {
 			if diff := cmp.Diff(append(prefix, tc.calls...), f.fakes.h.log()); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
 			}
+			if diff := cmp.Diff(tc.effects, f.fakes.pay.effectsOf(got.GetOrderId()), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("payment effects (-want +got):\n%s", diff)
+			}
 			f.checkNothingLeaked(got.GetOrderId(), tc.user)
 		})
 	}
 }
 
-// checkNothingLeaked checks that a cancelled order holds no stock, no
-// money and no live shipment.
+// checkNothingLeaked checks that a cancelled order holds no stock, sold
+// none, holds and took no money, and has no live shipment: stock and money
+// are conserved.
 func (f *fixture) checkNothingLeaked(orderID, user string) {
 	f.t.Helper()
-	if st := f.fakes.inv.reservation(orderID); st == inventoryv1.ReservationStatus_RESERVATION_STATUS_HELD {
-		f.t.Errorf("reservation of %s is %v, want not held", orderID, st)
+	if st := f.fakes.inv.reservation(orderID); st != inventoryv1.ReservationStatus_RESERVATION_STATUS_UNSPECIFIED &&
+		st != inventoryv1.ReservationStatus_RESERVATION_STATUS_RELEASED {
+		f.t.Errorf("reservation of %s is %v, want none or released", orderID, st)
 	}
-	for _, item := range []string{"apple", "pear", "rare"} {
-		if _, reserved := f.fakes.inv.stock(item); reserved != 0 {
-			f.t.Errorf("%s: %d units reserved, want 0", item, reserved)
+	for item, start := range startStock {
+		if onHand, reserved := f.fakes.inv.stock(item); onHand != start || reserved != 0 {
+			f.t.Errorf("%s: %d on hand, %d reserved; want %d, 0", item, onHand, reserved, start)
 		}
 	}
 	for _, st := range f.fakes.pay.authsOf(orderID) {
@@ -390,7 +406,78 @@ func TestPlaceOrderTransientFailures(t *testing.T) {
 			name:    "capture deadline exceeded, then captured",
 			faults:  func(h *harness) { h.fail("payment.Capture", codes.DeadlineExceeded, false, 3) },
 			status:  orderv1.OrderStatus_ORDER_STATUS_CONFIRMED,
-			calls:   append(slices.Clone(sagaCalls), "payment.Capture", "payment.Capture", "payment.Capture"),
+			calls:   slices.Insert(slices.Clone(sagaCalls), 6, "payment.Capture", "payment.Capture", "payment.Capture"),
+			effects: map[string]int{"authorize": 1, "capture": 1},
+		},
+		{
+			name:    "commit unavailable, then committed",
+			faults:  func(h *harness) { h.fail("inventory.CommitReservation", codes.Unavailable, false, 3) },
+			status:  orderv1.OrderStatus_ORDER_STATUS_CONFIRMED,
+			calls:   append(slices.Clone(sagaCalls), "inventory.CommitReservation", "inventory.CommitReservation", "inventory.CommitReservation"),
+			effects: map[string]int{"authorize": 1, "capture": 1},
+		},
+		{
+			// Payment shutting down: nothing is sold yet, so the hold is
+			// voided and the stock released.
+			name:   "capture unavailable until attempts run out: voided, stock released",
+			faults: func(h *harness) { h.fail("payment.Capture", codes.Unavailable, false, 4) },
+			status: orderv1.OrderStatus_ORDER_STATUS_CANCELLED, reason: "payment unavailable",
+			calls: append(slices.Clone(sagaCalls[:6]),
+				"payment.Capture", "payment.Capture", "payment.Capture", "payment.Capture",
+				"shipping.CancelShipment", "payment.Void", "inventory.Release"),
+			effects: map[string]int{"authorize": 1, "void": 1},
+		},
+		{
+			// Every capture went through but its answer was lost: the
+			// void is refused, so the money is refunded.
+			name:   "capture answers lost until attempts run out: refunded, stock released",
+			faults: func(h *harness) { h.fail("payment.Capture", codes.Unavailable, true, 4) },
+			status: orderv1.OrderStatus_ORDER_STATUS_CANCELLED, reason: "payment unavailable",
+			calls: append(slices.Clone(sagaCalls[:6]),
+				"payment.Capture", "payment.Capture", "payment.Capture", "payment.Capture",
+				"shipping.CancelShipment", "payment.Void", "payment.Refund", "inventory.Release"),
+			effects: map[string]int{"authorize": 1, "capture": 1, "refund": 1},
+		},
+		{
+			// Inventory failing after the capture: Release settles that the
+			// stock was not sold (and gives it back), then the shipment is
+			// cancelled and the captured money refunded. The second Release
+			// is the reservation's own compensation, a no-op by then.
+			name:   "commit unavailable until attempts run out: refunded, stock released",
+			faults: func(h *harness) { h.fail("inventory.CommitReservation", codes.Unavailable, false, 4) },
+			status: orderv1.OrderStatus_ORDER_STATUS_CANCELLED, reason: "inventory unavailable",
+			calls: append(slices.Clone(sagaCalls[:7]),
+				"inventory.CommitReservation", "inventory.CommitReservation", "inventory.CommitReservation",
+				"inventory.CommitReservation", "inventory.Release",
+				"shipping.CancelShipment", "payment.Void", "payment.Refund", "inventory.Release"),
+			effects: map[string]int{"authorize": 1, "capture": 1, "refund": 1},
+		},
+		{
+			// The stock was sold though every answer was lost: Release is
+			// refused, which settles that the commit happened, and the
+			// order is confirmed rather than cancelled with its stock sold.
+			name:   "commit answers lost until attempts run out: confirmed",
+			faults: func(h *harness) { h.fail("inventory.CommitReservation", codes.Unavailable, true, 4) },
+			status: orderv1.OrderStatus_ORDER_STATUS_CONFIRMED,
+			calls: append(slices.Clone(sagaCalls[:7]),
+				"inventory.CommitReservation", "inventory.CommitReservation", "inventory.CommitReservation",
+				"inventory.CommitReservation", "inventory.Release"),
+			effects: map[string]int{"authorize": 1, "capture": 1},
+		},
+		{
+			// Inventory down: neither the commit nor the Release that would
+			// settle it answers, so the saga waits at the commit, and
+			// recovery repeats it once inventory is back.
+			name: "commit and release unavailable: waits, then committed",
+			faults: func(h *harness) {
+				h.fail("inventory.CommitReservation", codes.Unavailable, false, 4)
+				h.fail("inventory.Release", codes.Unavailable, false, 4)
+			},
+			status: orderv1.OrderStatus_ORDER_STATUS_CONFIRMED,
+			calls: append(slices.Clone(sagaCalls[:7]),
+				"inventory.CommitReservation", "inventory.CommitReservation", "inventory.CommitReservation",
+				"inventory.CommitReservation", "inventory.Release", "inventory.Release", "inventory.Release",
+				"inventory.Release", "inventory.CommitReservation"),
 			effects: map[string]int{"authorize": 1, "capture": 1},
 		},
 		{
@@ -434,10 +521,30 @@ func TestPlaceOrderTransientFailures(t *testing.T) {
 			}
 			if tc.status == orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
 				f.checkNothingLeaked(got.GetOrderId(), "alice")
-			} else if balance, held := f.fakes.pay.balances("alice", "USD"); balance != startBalance-450 || held != 0 {
-				t.Errorf("alice's balance, held = %d, %d; want %d, 0", balance, held, startBalance-450)
+			} else {
+				f.checkSold(got.GetOrderId())
 			}
 		})
+	}
+}
+
+// checkSold checks that a confirmed order of two apples and a pear sold
+// exactly that stock and took exactly its total from alice.
+func (f *fixture) checkSold(orderID string) {
+	f.t.Helper()
+	if balance, held := f.fakes.pay.balances("alice", "USD"); balance != startBalance-450 || held != 0 {
+		f.t.Errorf("alice's balance, held = %d, %d; want %d, 0: charged once", balance, held, startBalance-450)
+	}
+	if st := f.fakes.pay.authsOf(orderID); !slices.Equal(st, []paymentv1.AuthorizationStatus{paymentv1.AuthorizationStatus_AUTHORIZATION_STATUS_CAPTURED}) {
+		f.t.Errorf("authorizations of %s = %v, want one CAPTURED", orderID, st)
+	}
+	if st := f.fakes.inv.reservation(orderID); st != inventoryv1.ReservationStatus_RESERVATION_STATUS_COMMITTED {
+		f.t.Errorf("reservation of %s is %v, want COMMITTED", orderID, st)
+	}
+	for item, sold := range map[string]int64{"apple": 2, "pear": 1} {
+		if onHand, reserved := f.fakes.inv.stock(item); onHand != startStock[item]-sold || reserved != 0 {
+			f.t.Errorf("%s: %d on hand, %d reserved; want %d, 0", item, onHand, reserved, startStock[item]-sold)
+		}
 	}
 }
 
@@ -452,10 +559,10 @@ func TestSagaResumesAfterCrash(t *testing.T) {
 		{Phase: PhaseForward, Step: StepAuthorize, Done: true},
 		{Phase: PhaseForward, Step: StepShip},
 		{Phase: PhaseForward, Step: StepShip, Done: true},
-		{Phase: PhaseForward, Step: StepCommit},
-		{Phase: PhaseForward, Step: StepCommit, Done: true},
 		{Phase: PhaseForward, Step: StepCapture},
 		{Phase: PhaseForward, Step: StepCapture, Done: true},
+		{Phase: PhaseForward, Step: StepCommit},
+		{Phase: PhaseForward, Step: StepCommit, Done: true},
 		{Phase: PhaseForward, Step: StepRelease},
 	}
 	for _, p := range points {
@@ -469,15 +576,7 @@ func TestSagaResumesAfterCrash(t *testing.T) {
 			if diff := cmp.Diff(map[string]int{"authorize": 1, "capture": 1}, f.fakes.pay.effectsOf(orderID)); diff != "" {
 				t.Errorf("payment effects (-want +got):\n%s", diff)
 			}
-			if balance, held := f.fakes.pay.balances("alice", "USD"); balance != startBalance-450 || held != 0 {
-				t.Errorf("alice's balance, held = %d, %d; want %d, 0: charged once", balance, held, startBalance-450)
-			}
-			if st := f.fakes.inv.reservation(orderID); st != inventoryv1.ReservationStatus_RESERVATION_STATUS_COMMITTED {
-				t.Errorf("reservation is %v, want COMMITTED", st)
-			}
-			if onHand, reserved := f.fakes.inv.stock("apple"); onHand != appleStock-2 || reserved != 0 {
-				t.Errorf("apple stock = %d on hand, %d reserved; want %d, 0", onHand, reserved, appleStock-2)
-			}
+			f.checkSold(orderID)
 			if st := f.fakes.ship.shipment(orderID); st != shippingv1.ShipmentStatus_SHIPMENT_STATUS_CREATED {
 				t.Errorf("shipment is %v, want CREATED", st)
 			}
@@ -492,9 +591,12 @@ func TestSagaResumesAfterCrash(t *testing.T) {
 
 func TestSagaCompensationResumesAfterCrash(t *testing.T) {
 	t.Parallel()
+	// The commit is refused after the capture: compensation starts at the
+	// capture (whose compensation, the refund, runs with the payment's).
 	points := []Point{
-		{Phase: PhaseCompensate, Step: StepShip},
+		{Phase: PhaseCompensate, Step: StepCapture},
 		{Phase: PhaseCompensate, Step: StepShip, Done: true},
+		{Phase: PhaseCompensate, Step: StepAuthorize},
 		{Phase: PhaseCompensate, Step: StepAuthorize, Done: true},
 		{Phase: PhaseCompensate, Step: StepReserve, Done: true},
 	}
@@ -508,7 +610,7 @@ func TestSagaCompensationResumesAfterCrash(t *testing.T) {
 			if o.Status != orderv1.OrderStatus_ORDER_STATUS_CANCELLED || o.CancelReason != "stock reservation expired" {
 				t.Fatalf("after restart the order is %v %q, want CANCELLED", o.Status, o.CancelReason)
 			}
-			if diff := cmp.Diff(map[string]int{"authorize": 1, "void": 1}, f.fakes.pay.effectsOf(orderID)); diff != "" {
+			if diff := cmp.Diff(map[string]int{"authorize": 1, "capture": 1, "refund": 1}, f.fakes.pay.effectsOf(orderID)); diff != "" {
 				t.Errorf("payment effects (-want +got):\n%s", diff)
 			}
 			f.checkNothingLeaked(orderID, "alice")
@@ -604,7 +706,7 @@ func TestTwoReplicasResumeACrashedSagaOnce(t *testing.T) {
 	f.serve(f.testConfig())
 	f.waitDone(orderID)
 	for _, m := range []string{"inventory.Reserve", "payment.GetAccount", "payment.Authorize",
-		"shipping.CreateShipment", "inventory.CommitReservation", "payment.Capture"} {
+		"shipping.CreateShipment", "payment.Capture", "inventory.CommitReservation"} {
 		if n := f.fakes.h.count(m); n != 1 {
 			t.Errorf("%s was called %d times, want 1: one replica drives the saga", m, n)
 		}
@@ -1146,6 +1248,46 @@ func TestCancelOrder(t *testing.T) {
 			"payment.Authorize", "shipping.CreateShipment", "shipping.CancelShipment", "payment.Void", "inventory.Release"}
 		if diff := cmp.Diff(wantCalls, f.fakes.h.log()); diff != "" {
 			t.Errorf("calls (-want +got):\n%s", diff)
+		}
+		f.checkNothingLeaked(id, "alice")
+	})
+
+	t.Run("while the payment is captured: refunded, stock released", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		open := f.fakes.h.gate("payment.Capture")
+		placed := make(chan *orderv1.Order, 1)
+		go func() {
+			resp, err := f.client.PlaceOrder(as(t, "alice"), placeReq("k", "apple", 2, "pear", 1))
+			if err != nil {
+				t.Errorf("PlaceOrder = %v", err)
+			}
+			placed <- resp.GetOrder()
+		}()
+		id := f.onlyOrder("alice", orderv1.OrderStatus_ORDER_STATUS_SHIPMENT_CREATED)
+		eventually(t, "Capture is called", func() bool { return f.fakes.h.count("payment.Capture") > 0 })
+		cancelled := make(chan *orderv1.Order, 1)
+		go func() {
+			resp, err := f.client.CancelOrder(as(t, "alice"), &orderv1.CancelOrderRequest{OrderId: id})
+			if err != nil {
+				t.Errorf("CancelOrder = %v", err)
+			}
+			cancelled <- resp.GetOrder()
+		}()
+		f.waitFor(id, "CANCELLING", func(o *Order) bool { return o.Status == orderv1.OrderStatus_ORDER_STATUS_CANCELLING })
+		open() // the capture goes through after the cancel
+		for _, o := range []*orderv1.Order{<-cancelled, <-placed} {
+			if o.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED || o.GetCancelReason() != "cancelled by user" {
+				t.Errorf("order = %v %q, want CANCELLED %q", o.GetStatus(), o.GetCancelReason(), "cancelled by user")
+			}
+		}
+		wantCalls := append(slices.Clone(sagaCalls[:7]),
+			"shipping.CancelShipment", "payment.Void", "payment.Refund", "inventory.Release")
+		if diff := cmp.Diff(wantCalls, f.fakes.h.log()); diff != "" {
+			t.Errorf("calls (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(map[string]int{"authorize": 1, "capture": 1, "refund": 1}, f.fakes.pay.effectsOf(id)); diff != "" {
+			t.Errorf("payment effects (-want +got):\n%s", diff)
 		}
 		f.checkNothingLeaked(id, "alice")
 	})

@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -537,4 +540,63 @@ func caseListOrders(t *testing.T, st Store) {
 			t.Errorf("ListOrders(all) (-want +got):\n%s", diff)
 		}
 	}
+}
+
+// TestMigrationMovesSagasToCaptureBeforeCommit checks that migration 00002
+// renumbers the sagas stored when the commit (then step 5) ran before the
+// capture (then step 6): a saga going forward at the old step 6 resumes at
+// the capture, and every other saga keeps its step.
+func TestMigrationMovesSagasToCaptureBeforeCommit(t *testing.T) {
+	t.Parallel()
+	entries, err := fs.ReadDir(Migrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fstest.MapFS{}
+	for _, e := range entries {
+		if e.Name() >= "00002" {
+			continue
+		}
+		data, err := fs.ReadFile(Migrations, "migrations/"+e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before["migrations/"+e.Name()] = &fstest.MapFile{Data: data}
+	}
+	tests := []struct {
+		id       string
+		phase    Phase
+		old, new Step
+	}{
+		{"committed, capture next", PhaseForward, 6, StepCapture},
+		{"commit next", PhaseForward, 5, StepCapture},
+		{"shipment next", PhaseForward, 4, StepShip},
+		{"release next", PhaseForward, 7, StepRelease},
+		{"compensating from the capture", PhaseCompensate, 6, 6},
+		{"compensating from the commit", PhaseCompensate, 5, 5},
+		{"done", PhaseDone, StepDone, StepDone},
+	}
+	sqltest.Each(t, before, "migrations", func(t *testing.T, db *sqldb.DB) {
+		ctx := storeCtx(t)
+		st := NewStore(db, nil)
+		for i, tc := range tests {
+			o := newStoreOrder(tc.id, "alice", strconv.Itoa(i), time.Duration(i)*time.Second)
+			o.Phase, o.Step = tc.phase, tc.old
+			if _, _, err := st.CreateOrder(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Migrate(ctx, Migrations, "migrations"); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range tests {
+			o, err := st.Order(ctx, tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Phase != tc.phase || o.Step != tc.new {
+				t.Errorf("%s: after the migration %s %d, want %s %d", tc.id, o.Phase, o.Step, tc.phase, tc.new)
+			}
+		}
+	})
 }

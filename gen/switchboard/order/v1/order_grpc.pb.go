@@ -37,7 +37,7 @@ const (
 // caller's access token.
 type OrderServiceClient interface {
 	// PlaceOrder places an order and runs its saga: reserve stock, authorize
-	// payment, create the shipment, commit the stock, capture the payment. It
+	// payment, create the shipment, capture the payment, commit the stock. It
 	// returns once the saga has reached a terminal state (CONFIRMED or
 	// CANCELLED with the reason) or the call's deadline passes, in which case
 	// the saga goes on and WatchOrder follows it. It is idempotent by key.
@@ -132,7 +132,7 @@ type OrderService_WatchOrderClient = grpc.ServerStreamingClient[WatchOrderRespon
 // caller's access token.
 type OrderServiceServer interface {
 	// PlaceOrder places an order and runs its saga: reserve stock, authorize
-	// payment, create the shipment, commit the stock, capture the payment. It
+	// payment, create the shipment, capture the payment, commit the stock. It
 	// returns once the saga has reached a terminal state (CONFIRMED or
 	// CANCELLED with the reason) or the call's deadline passes, in which case
 	// the saga goes on and WatchOrder follows it. It is idempotent by key.
