@@ -90,6 +90,11 @@ func (e *Env) Outbox(ctx context.Context, db *sqldb.DB) *events.Outbox {
 		return ev.outbox
 	}
 	d := events.Dialect(db.Dialect)
+	// The relay reads the outbox at once: its tables come first (the
+	// service's Open creates them too; Migrate is idempotent).
+	if err := events.Migrate(ctx, db.DB, d); err != nil {
+		e.logger.LogAttrs(ctx, slog.LevelError, "event tables", slog.String("error", err.Error()))
+	}
 	ev.outbox = events.NewOutbox(e.name, d)
 	relay := events.NewRelay(db.DB, d, ev.outbox, e.broker, events.WithLogger(e.logger), events.WithInstance(e.name+"-"+instanceID))
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -419,9 +419,12 @@ func (s *subscriber) ack(ctx context.Context, f *inflight) {
 	}
 }
 
-// nak returns f to the broker for prompt redelivery.
+// nak returns f to the broker for prompt redelivery. A nak with a delay,
+// unlike a plain one, is written to the server's store, so it holds even
+// when the server restarts right after (as an embedded one does when its
+// process stops); a plain nak would leave the message to its AckWait.
 func (s *subscriber) nak(ctx context.Context, f *inflight) {
-	if err := f.msg.Nak(); err != nil {
+	if err := f.msg.NakWithDelay(time.Millisecond); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "returning an event", slog.String("id", f.d.ID), slog.Any("error", err))
 	}
 }
