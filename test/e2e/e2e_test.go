@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,8 +27,6 @@ import (
 	typev1 "github.com/switchboard-rpc/switchboard/gen/switchboard/type/v1"
 	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/internal/system"
-	"github.com/switchboard-rpc/switchboard/kit/certs"
-	"github.com/switchboard-rpc/switchboard/kit/client"
 	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 	"github.com/switchboard-rpc/switchboard/kit/status"
 )
@@ -93,66 +89,13 @@ type shop struct {
 // operator.
 func start(t *testing.T, cfg system.Config) *shop {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- system.Run(ctx, cfg, system.Services()) }()
-	var conns []*grpc.ClientConn
-	// Registered first, so it runs after the connections are closed.
+	s, stop := launch(t, cfg)
 	t.Cleanup(func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Run did not stop 30s after cancel")
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
 		}
 	})
-	out := cfg.Out.(*syncBuffer)
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			done <- err // for the cleanup
-			t.Fatalf("Run ended before ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 60s; output: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	addrs := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(127\.0\.0\.1:\d+)$`).FindAllStringSubmatch(out.String(), -1) {
-		addrs[m[1]] = m[2]
-	}
-	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), certs.OperatorName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dialAs := func(service string) *grpc.ClientConn {
-		t.Helper()
-		if addrs[service] == "" {
-			t.Fatalf("no address for %s in %q", service, out.String())
-		}
-		conn, err := client.Dial("passthrough:///"+addrs[service], client.WithCredentials(certs.ClientCredentials(src, service)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, conn)
-		return conn
-	}
-	return &shop{
-		id:        identityv1.NewIdentityServiceClient(dialAs("identity")),
-		inv:       inventoryv1.NewInventoryServiceClient(dialAs("inventory")),
-		pay:       paymentv1.NewPaymentServiceClient(dialAs("payment")),
-		orders:    orderv1.NewOrderServiceClient(dialAs("order")),
-		auditConn: dialAs("audit"),
-	}
+	return s
 }
 
 // stock records the hot item with quantity units, as the operator.
