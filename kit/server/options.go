@@ -54,7 +54,9 @@ type Deadlines struct {
 // disables a limit.
 type StreamLimits struct {
 	// Idle ends a stream on which no message was sent or received for this
-	// long, with DEADLINE_EXCEEDED and reason STREAM_IDLE.
+	// long, with DEADLINE_EXCEEDED and reason STREAM_IDLE. It is checked a
+	// quarter of Idle apart (messages are counted, no clock is read per
+	// message), so an idle stream ends up to Idle/4 late.
 	Idle time.Duration
 	// MaxLifetime ends any stream this long after it opened, with
 	// DEADLINE_EXCEEDED and reason STREAM_MAX_LIFETIME.
