@@ -137,6 +137,15 @@ func (e *Env) Consume(ctx context.Context, db *sqldb.DB, types []string, h event
 	return nil
 }
 
+// consumed subscribes comp's handler h (see Consume) and returns comp, or
+// closes it if the subscription cannot be set up.
+func (e *Env) consumed(ctx context.Context, db *sqldb.DB, comp Component, types []string, h events.TxHandler, opts ...events.ConsumerOption) (Component, error) {
+	if err := e.Consume(ctx, db, types, h, opts...); err != nil {
+		return nil, errors.Join(err, comp.Close())
+	}
+	return comp, nil
+}
+
 // eventsIn returns the service's events state, made on first use.
 func (e *Env) eventsIn(db *sqldb.DB) *eventsOf {
 	if e.events == nil {

@@ -200,10 +200,7 @@ func Services() []Service {
 					return nil, err
 				}
 				// A new user gets an account with the signup credit.
-				if err := env.Consume(ctx, db, payment.EventTypes(), svc.HandleEvent); err != nil {
-					return nil, errors.Join(err, svc.Close())
-				}
-				return svc, nil
+				return env.consumed(ctx, db, svc, payment.EventTypes(), svc.HandleEvent)
 			},
 			Policy: payment.Policy(),
 		},
@@ -222,10 +219,7 @@ func Services() []Service {
 					return nil, err
 				}
 				// A confirmed order's parcel may be picked up.
-				if err := env.Consume(ctx, db, shipping.EventTypes(), svc.HandleEvent); err != nil {
-					return nil, errors.Join(err, svc.Close())
-				}
-				return svc, nil
+				return env.consumed(ctx, db, svc, shipping.EventTypes(), svc.HandleEvent)
 			},
 			Policy: shipping.Policy(),
 		},
@@ -259,10 +253,7 @@ func Services() []Service {
 				}
 				// The carrier's progress moves the order to shipped and
 				// delivered.
-				if err := env.Consume(ctx, db, order.EventTypes(), svc.HandleEvent); err != nil {
-					return nil, errors.Join(err, svc.Close())
-				}
-				return svc, nil
+				return env.consumed(ctx, db, svc, order.EventTypes(), svc.HandleEvent)
 			},
 			Policy: order.Policy(),
 			Calls:  []string{"inventory", "payment", "shipping"},
@@ -286,11 +277,8 @@ func Services() []Service {
 				if err != nil {
 					return nil, err
 				}
-				if err := env.Consume(ctx, db, svc.EventTypes(), svc.HandleEvent,
-					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() })); err != nil {
-					return nil, errors.Join(err, svc.Close())
-				}
-				return svc, nil
+				return env.consumed(ctx, db, svc, svc.EventTypes(), svc.HandleEvent,
+					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() }))
 			},
 			Policy: notify.Policy(),
 		},
@@ -306,11 +294,8 @@ func Services() []Service {
 					return nil, err
 				}
 				// Every event, from every service, into the hash chain.
-				if err := env.Consume(ctx, db, svc.EventTypes(), svc.HandleEvent,
-					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() })); err != nil {
-					return nil, errors.Join(err, svc.Close())
-				}
-				return svc, nil
+				return env.consumed(ctx, db, svc, svc.EventTypes(), svc.HandleEvent,
+					events.WithAfterCommit(func(context.Context, *eventsv1.Envelope) { svc.Wake() }))
 			},
 			Policy: audit.Policy(),
 		},
