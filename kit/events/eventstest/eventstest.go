@@ -73,19 +73,23 @@ func setup(t *testing.T, tr events.Transport, sub events.Subscription) {
 	}
 }
 
-// collector records deliveries and lets a test wait for a count.
-type collector struct {
+// Collector records deliveries and lets a test wait for them. Its Handle
+// is safe for concurrent use.
+type Collector struct {
 	mu    sync.Mutex
 	got   []events.Delivery
 	cond  chan struct{}
 	after func(d events.Delivery) error
 }
 
-func newCollector(after func(d events.Delivery) error) *collector {
-	return &collector{cond: make(chan struct{}, 1), after: after}
+// NewCollector returns a Collector whose Handle calls after (when not
+// nil) and returns its error.
+func NewCollector(after func(d events.Delivery) error) *Collector {
+	return &Collector{cond: make(chan struct{}, 1), after: after}
 }
 
-func (c *collector) handle(_ context.Context, d events.Delivery) error {
+// Handle records d; it is an events.Handler.
+func (c *Collector) Handle(_ context.Context, d events.Delivery) error {
 	var err error
 	if c.after != nil {
 		err = c.after(d)
@@ -100,19 +104,21 @@ func (c *collector) handle(_ context.Context, d events.Delivery) error {
 	return err
 }
 
-func (c *collector) snapshot() []events.Delivery {
+// Snapshot returns the deliveries so far.
+func (c *Collector) Snapshot() []events.Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]events.Delivery(nil), c.got...)
 }
 
-// waitFor waits until pred holds over the deliveries seen so far.
-func (c *collector) waitFor(t *testing.T, what string, pred func([]events.Delivery) bool) []events.Delivery {
+// WaitFor waits until pred holds over the deliveries so far, failing
+// the test after Wait.
+func (c *Collector) WaitFor(t *testing.T, what string, pred func([]events.Delivery) bool) []events.Delivery {
 	t.Helper()
 	deadline := time.NewTimer(Wait)
 	defer deadline.Stop()
 	for {
-		got := c.snapshot()
+		got := c.Snapshot()
 		if pred(got) {
 			return got
 		}
@@ -125,9 +131,9 @@ func (c *collector) waitFor(t *testing.T, what string, pred func([]events.Delive
 	}
 }
 
-// subscribe runs Subscribe in the background until the test ends or the
+// Subscribe runs tr.Subscribe in the background until the test ends or the
 // returned stop is called; stop waits for Subscribe to return.
-func subscribe(t *testing.T, tr events.Transport, sub events.Subscription, h events.Handler) (stop func()) {
+func Subscribe(t *testing.T, tr events.Transport, sub events.Subscription, h events.Handler) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -167,9 +173,9 @@ func testSetupKeepsMessages(t *testing.T, f Factory) {
 	sub := events.Subscription{Group: "early"}
 	setup(t, tr, sub)
 	publish(t, tr, msg("A", "k", 1), msg("A", "k", 2))
-	c := newCollector(nil)
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "2 messages published before Subscribe", countAtLeast(2))
+	c := NewCollector(nil)
+	Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "2 messages published before Subscribe", countAtLeast(2))
 	for _, d := range got {
 		if string(d.Data) != d.ID {
 			t.Errorf("delivery %s: Data = %q, want %q", d.ID, d.Data, d.ID)
@@ -192,9 +198,9 @@ func testOrderPerKey(t *testing.T, f Factory) {
 		}
 	}
 	publish(t, tr, all...)
-	c := newCollector(nil)
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "all messages", countAtLeast(keys*perKey))
+	c := NewCollector(nil)
+	Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "all messages", countAtLeast(keys*perKey))
 	checkOrder(t, got)
 	for _, d := range got {
 		if d.Attempt != 1 {
@@ -231,11 +237,11 @@ func testGroups(t *testing.T, f Factory) {
 	setup(t, tr, a)
 	setup(t, tr, b)
 	publish(t, tr, msg("A", "k", 1), msg("B", "k", 2), msg("A", "j", 3))
-	ca, cb := newCollector(nil), newCollector(nil)
-	subscribe(t, tr, a, ca.handle)
-	subscribe(t, tr, b, cb.handle)
-	ca.waitFor(t, "group a", countAtLeast(3))
-	cb.waitFor(t, "group b", countAtLeast(3))
+	ca, cb := NewCollector(nil), NewCollector(nil)
+	Subscribe(t, tr, a, ca.Handle)
+	Subscribe(t, tr, b, cb.Handle)
+	ca.WaitFor(t, "group a", countAtLeast(3))
+	cb.WaitFor(t, "group b", countAtLeast(3))
 }
 
 func testTypeFilter(t *testing.T, f Factory) {
@@ -243,13 +249,13 @@ func testTypeFilter(t *testing.T, f Factory) {
 	sub := events.Subscription{Group: "filtered", Types: []string{"B"}}
 	setup(t, tr, sub)
 	publish(t, tr, msg("A", "k", 1), msg("B", "k", 2), msg("A", "k", 3), msg("B", "k", 4))
-	c := newCollector(nil)
-	subscribe(t, tr, sub, c.handle)
-	c.waitFor(t, "both B messages", countAtLeast(2))
+	c := NewCollector(nil)
+	Subscribe(t, tr, sub, c.Handle)
+	c.WaitFor(t, "both B messages", countAtLeast(2))
 	// A message published after the B ones shows the A ones were skipped,
 	// not merely slow.
 	publish(t, tr, msg("B", "k", 5))
-	got := c.waitFor(t, "the third B message", countAtLeast(3))
+	got := c.WaitFor(t, "the third B message", countAtLeast(3))
 	for _, d := range got {
 		if d.Type != "B" {
 			t.Errorf("group filtered on B got %s of type %s", d.ID, d.Type)
@@ -272,7 +278,7 @@ func testRetry(t *testing.T, f Factory) {
 	publish(t, tr, msg("A", "k", 1), msg("A", "k", 2))
 	var mu sync.Mutex
 	failures := 0
-	c := newCollector(func(d events.Delivery) error {
+	c := NewCollector(func(d events.Delivery) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if d.ID == "A-k-1" && failures < 2 {
@@ -281,8 +287,8 @@ func testRetry(t *testing.T, f Factory) {
 		}
 		return nil
 	})
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "both messages acknowledged", func(ds []events.Delivery) bool {
+	Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "both messages acknowledged", func(ds []events.Delivery) bool {
 		for _, d := range ds {
 			if d.ID == "A-k-2" {
 				return true
@@ -313,22 +319,22 @@ func testDeadLetter(t *testing.T, f Factory) {
 	dl.DeadLetters = true
 	setup(t, tr, sub)
 	publish(t, tr, msg("A", "k", 1), msg("A", "k", 2))
-	c := newCollector(func(d events.Delivery) error {
+	c := NewCollector(func(d events.Delivery) error {
 		if d.ID == "A-k-1" {
 			return errors.New("cannot handle A-k-1")
 		}
 		return nil
 	})
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "the message after the poison one", func(ds []events.Delivery) bool {
+	Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "the message after the poison one", func(ds []events.Delivery) bool {
 		return ids(ds)["A-k-2"] > 0
 	})
 	if n := ids(got)["A-k-1"]; n != 3 {
 		t.Errorf("poison message handled %d times, want MaxDeliver = 3", n)
 	}
-	dead := newCollector(nil)
-	subscribe(t, tr, dl, dead.handle)
-	dls := dead.waitFor(t, "the dead letter", countAtLeast(1))
+	dead := NewCollector(nil)
+	Subscribe(t, tr, dl, dead.Handle)
+	dls := dead.WaitFor(t, "the dead letter", countAtLeast(1))
 	d := dls[0]
 	if d.ID != "A-k-1" || string(d.Data) != "A-k-1" {
 		t.Errorf("dead letter = %s (%q), want A-k-1", d.ID, d.Data)
@@ -351,14 +357,14 @@ func testPermanent(t *testing.T, f Factory) {
 	dl.DeadLetters = true
 	setup(t, tr, sub)
 	publish(t, tr, msg("A", "k", 1))
-	c := newCollector(func(events.Delivery) error {
+	c := NewCollector(func(events.Delivery) error {
 		return fmt.Errorf("decode: %w", events.ErrPermanent)
 	})
-	subscribe(t, tr, sub, c.handle)
-	dead := newCollector(nil)
-	subscribe(t, tr, dl, dead.handle)
-	dead.waitFor(t, "the dead letter", countAtLeast(1))
-	if n := len(c.snapshot()); n != 1 {
+	Subscribe(t, tr, sub, c.Handle)
+	dead := NewCollector(nil)
+	Subscribe(t, tr, dl, dead.Handle)
+	dead.WaitFor(t, "the dead letter", countAtLeast(1))
+	if n := len(c.Snapshot()); n != 1 {
 		t.Errorf("permanent failure handled %d times, want 1", n)
 	}
 }
@@ -372,7 +378,7 @@ func testRedelivery(t *testing.T, f Factory) {
 	// handler returns without success.
 	entered := make(chan struct{})
 	var once sync.Once
-	stop := subscribe(t, tr, sub, func(ctx context.Context, _ events.Delivery) error {
+	stop := Subscribe(t, tr, sub, func(ctx context.Context, _ events.Delivery) error {
 		once.Do(func() { close(entered) })
 		<-ctx.Done()
 		return ctx.Err()
@@ -384,9 +390,9 @@ func testRedelivery(t *testing.T, f Factory) {
 	}
 	stop()
 	tr2 := f(t)
-	c := newCollector(nil)
-	subscribe(t, tr2, sub, c.handle)
-	got := c.waitFor(t, "redelivery to the second subscriber", countAtLeast(1))
+	c := NewCollector(nil)
+	Subscribe(t, tr2, sub, c.Handle)
+	got := c.WaitFor(t, "redelivery to the second subscriber", countAtLeast(1))
 	if got[0].ID != "A-k-1" {
 		t.Errorf("redelivered %s, want A-k-1", got[0].ID)
 	}
@@ -397,15 +403,15 @@ func testAckedNotRedelivered(t *testing.T, f Factory) {
 	sub := events.Subscription{Group: "acked"}
 	setup(t, tr, sub)
 	publish(t, tr, msg("A", "k", 1), msg("A", "k", 2))
-	c := newCollector(nil)
-	stop := subscribe(t, tr, sub, c.handle)
-	c.waitFor(t, "first two", countAtLeast(2))
+	c := NewCollector(nil)
+	stop := Subscribe(t, tr, sub, c.Handle)
+	c.WaitFor(t, "first two", countAtLeast(2))
 	stop()
 	tr2 := f(t)
 	publish(t, tr2, msg("A", "k", 3))
-	c2 := newCollector(nil)
-	subscribe(t, tr2, sub, c2.handle)
-	got := c2.waitFor(t, "the third", func(ds []events.Delivery) bool { return ids(ds)["A-k-3"] > 0 })
+	c2 := NewCollector(nil)
+	Subscribe(t, tr2, sub, c2.Handle)
+	got := c2.WaitFor(t, "the third", func(ds []events.Delivery) bool { return ids(ds)["A-k-3"] > 0 })
 	for id := range ids(got) {
 		if id != "A-k-3" {
 			t.Errorf("second subscriber got %s, which the first acknowledged", id)

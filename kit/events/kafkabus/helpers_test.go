@@ -113,31 +113,6 @@ func keyNames(n int) []string {
 	return keys
 }
 
-// subscribe runs Subscribe until the returned stop is called or the test
-// ends; stop waits for Subscribe to return and checks it returned nil.
-func subscribe(t *testing.T, tr *kafkabus.Transport, sub events.Subscription, h events.Handler) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tr.Subscribe(ctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Subscribe(%s) = %v, want nil after cancel", sub.Group, err)
-				}
-			case <-time.After(wait):
-				t.Errorf("Subscribe(%s) did not return within %v of cancel", sub.Group, wait)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 // recorder records successful deliveries in the order they happened.
 type recorder struct {
 	mu   sync.Mutex

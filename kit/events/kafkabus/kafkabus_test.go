@@ -51,7 +51,7 @@ func TestRebalance(t *testing.T) {
 	rec := newRecorder()
 	var handledA atomic.Int64
 	const beforeStall = 60
-	stopA := subscribe(t, trA, sub, func(ctx context.Context, d events.Delivery) error {
+	stopA := eventstest.Subscribe(t, trA, sub, func(ctx context.Context, d events.Delivery) error {
 		for {
 			n := handledA.Load()
 			if n >= beforeStall {
@@ -77,7 +77,7 @@ func TestRebalance(t *testing.T) {
 		}
 		return n
 	}
-	subscribe(t, trB, sub, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, trB, sub, func(_ context.Context, d events.Delivery) error {
 		rec.add("b", d)
 		return nil
 	})
@@ -114,7 +114,7 @@ func TestOrderPerKeyAcrossPartitions(t *testing.T) {
 	publishKeys(t, tr, keys, 0, perKey)
 
 	rec := newRecorder()
-	subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
 		rec.add("", d)
 		return nil
 	})
@@ -170,7 +170,7 @@ func TestPartitionsConcurrent(t *testing.T) {
 
 	rec := newRecorder()
 	release := make(chan struct{})
-	subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
 		if d.Key == "slow" {
 			select {
 			case <-release:
@@ -204,7 +204,7 @@ func TestPausedPartitionResumes(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	entered := make(chan struct{})
-	subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
 		once.Do(func() { close(entered) })
 		select {
 		case <-release:
@@ -240,17 +240,17 @@ func TestDeadLettersPerGroup(t *testing.T) {
 	dlA, dlB := a, b
 	dlA.DeadLetters, dlB.DeadLetters = true, true
 
-	subscribe(t, tr, a, func(context.Context, events.Delivery) error {
+	eventstest.Subscribe(t, tr, a, func(context.Context, events.Delivery) error {
 		return fmt.Errorf("a cannot: %w", events.ErrPermanent)
 	})
-	subscribe(t, tr, b, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, b, func(_ context.Context, d events.Delivery) error {
 		if d.ID == "A-k-0" {
 			return fmt.Errorf("b cannot: %w", events.ErrPermanent)
 		}
 		return nil
 	})
 	deadB := newRecorder()
-	subscribe(t, tr, dlB, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, dlB, func(_ context.Context, d events.Delivery) error {
 		deadB.add("b", d)
 		return nil
 	})
@@ -261,7 +261,7 @@ func TestDeadLettersPerGroup(t *testing.T) {
 	publishKeys(t, tr, []string{"k"}, 1, 1)
 
 	deadA := newRecorder()
-	subscribe(t, tr, dlA, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, dlA, func(_ context.Context, d events.Delivery) error {
 		deadA.add("a", d)
 		return nil
 	})
@@ -321,7 +321,7 @@ func TestSetupKeepsPosition(t *testing.T) {
 	setup(t, tr, sub)
 	publishKeys(t, tr, []string{"k"}, 1, 1)
 	rec := newRecorder()
-	subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
 		rec.add("", d)
 		return nil
 	})
@@ -347,7 +347,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 		t.Fatalf("Publish() = %v", err)
 	}
 	rec := newRecorder()
-	subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
 		rec.add("", d)
 		return nil
 	})
@@ -504,7 +504,7 @@ func TestFailedAttempts(t *testing.T) {
 			publishKeys(t, tr, []string{"k" + strconv.Itoa(i)}, 0, 1)
 			rec := newRecorder()
 			ctxErr := make(chan error, 1)
-			subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
+			eventstest.Subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
 				if d.Attempt == 1 {
 					defer func() {
 						select {
@@ -538,14 +538,14 @@ func TestDeadLetterFailingAgain(t *testing.T) {
 	dl := sub
 	dl.DeadLetters = true
 	setup(t, tr, sub)
-	subscribe(t, tr, sub, func(context.Context, events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(context.Context, events.Delivery) error {
 		return fmt.Errorf("live: %w", events.ErrPermanent)
 	})
 	publishKeys(t, tr, []string{"k"}, 0, 1)
 
 	var calls atomic.Int64
 	rec := newRecorder()
-	subscribe(t, tr, dl, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, dl, func(_ context.Context, d events.Delivery) error {
 		if calls.Add(1) == 1 {
 			return fmt.Errorf("dead: %w", events.ErrPermanent)
 		}

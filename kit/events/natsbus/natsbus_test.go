@@ -219,30 +219,6 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// run subscribes in the background; the returned stop cancels and waits.
-func run(t *testing.T, tr *natsbus.Transport, sub events.Subscription, h events.Handler) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tr.Subscribe(ctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Subscribe(%s) = %v, want nil", sub.Group, err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Subscribe(%s) did not return after cancel", sub.Group)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
 func publish(t *testing.T, tr *natsbus.Transport, msgs ...events.Message) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -267,7 +243,7 @@ func TestDuplicateIDDeliveredOnce(t *testing.T) {
 			again.Data = []byte("again")
 			publish(t, tr, first, again, events.Message{ID: "after", Type: "switchboard.events.v1.Test", Key: "k", Data: []byte("after")})
 			c := &deliveries{}
-			stop := run(t, tr, sub, c.handle)
+			stop := eventstest.Subscribe(t, tr, sub, c.handle)
 			waitUntil(t, 30*time.Second, "the message after the duplicate", func() bool { return c.count("after") > 0 })
 			stop()
 			if got := c.count("dup-1"); got != 1 {
@@ -303,9 +279,9 @@ func TestMessageRoundTrip(t *testing.T) {
 			}
 			publish(t, tr, want)
 			c := &deliveries{fail: func(events.Delivery) error { return fmt.Errorf("no schema: %w", events.ErrPermanent) }}
-			run(t, tr, sub, c.handle)
+			eventstest.Subscribe(t, tr, sub, c.handle)
 			dead := &deliveries{}
-			run(t, tr, dl, dead.handle)
+			eventstest.Subscribe(t, tr, dl, dead.handle)
 			waitUntil(t, 30*time.Second, "the dead letter", func() bool { return len(dead.snapshot()) > 0 })
 
 			got := c.snapshot()[0]
@@ -343,7 +319,7 @@ func TestDifferentKeysRunConcurrently(t *testing.T) {
 	publish(t, tr, msgs...)
 	others := make(chan struct{}, len(msgs))
 	blocked := make(chan bool, 1)
-	run(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
 		if d.ID != "m-0" {
 			others <- struct{}{}
 			return nil
@@ -530,7 +506,7 @@ func TestSeveralTypes(t *testing.T) {
 				events.Message{ID: "5", Type: "v1.A", Key: "k"},
 			)
 			c := &deliveries{}
-			stop := run(t, tr, sub, c.handle)
+			stop := eventstest.Subscribe(t, tr, sub, c.handle)
 			waitUntil(t, 30*time.Second, "message 5", func() bool { return c.count("5") > 0 })
 			stop()
 			var got []string
@@ -560,7 +536,7 @@ func TestSetupAppliesChangedTypes(t *testing.T) {
 				events.Message{ID: "b2", Type: "B", Key: "k"},
 			)
 			c := &deliveries{}
-			stop := run(t, tr, events.Subscription{Group: "g", Types: []string{"B"}}, c.handle)
+			stop := eventstest.Subscribe(t, tr, events.Subscription{Group: "g", Types: []string{"B"}}, c.handle)
 			waitUntil(t, 30*time.Second, "b2", func() bool { return c.count("b2") > 0 })
 			stop()
 			var got []string

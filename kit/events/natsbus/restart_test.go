@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-rpc/switchboard/kit/events"
+	"github.com/switchboard-rpc/switchboard/kit/events/eventstest"
 	"github.com/switchboard-rpc/switchboard/kit/events/natsbus"
 )
 
@@ -48,7 +49,7 @@ func TestBrokerRestartLosesNothing(t *testing.T) {
 
 	var mu sync.Mutex
 	delivered := map[string]int{}
-	run(t, tr, sub, func(_ context.Context, d events.Delivery) error {
+	eventstest.Subscribe(t, tr, sub, func(_ context.Context, d events.Delivery) error {
 		mu.Lock()
 		delivered[d.ID]++
 		mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard-rpc/switchboard/internal/sqldb/sqltest"
 	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/events/eventstest"
 )
@@ -35,15 +36,12 @@ func brokerURL() string {
 }
 
 // requireBroker skips the test when RabbitMQ cannot be reached, or fails
-// it under CI=true, where a missing broker must never pass as success.
+// it under CI=true (sqltest.Unavailable).
 func requireBroker(t *testing.T) {
 	t.Helper()
 	conn, err := amqp.DialConfig(brokerURL(), amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("RabbitMQ is required under CI=true: %v", err)
-		}
-		t.Skipf("RabbitMQ unavailable: %v", err)
+		sqltest.Unavailable(t, "RabbitMQ", err)
 	}
 	_ = conn.Close()
 }
@@ -276,51 +274,6 @@ func (p *proxy) url(t *testing.T, broker string) string {
 	return u.String()
 }
 
-// collector records deliveries and waits for them.
-type collector struct {
-	mu   sync.Mutex
-	got  []events.Delivery
-	note chan struct{}
-}
-
-func newCollector() *collector { return &collector{note: make(chan struct{}, 1)} }
-
-func (c *collector) handle(_ context.Context, d events.Delivery) error {
-	c.mu.Lock()
-	c.got = append(c.got, d)
-	c.mu.Unlock()
-	select {
-	case c.note <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-func (c *collector) snapshot() []events.Delivery {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]events.Delivery(nil), c.got...)
-}
-
-// waitFor waits until pred holds over the deliveries so far.
-func (c *collector) waitFor(t *testing.T, what string, pred func([]events.Delivery) bool) []events.Delivery {
-	t.Helper()
-	deadline := time.NewTimer(eventstest.Wait)
-	defer deadline.Stop()
-	for {
-		got := c.snapshot()
-		if pred(got) {
-			return got
-		}
-		select {
-		case <-c.note:
-		case <-time.After(50 * time.Millisecond):
-		case <-deadline.C:
-			t.Fatalf("waiting for %s: timed out with %d deliveries", what, len(got))
-		}
-	}
-}
-
 // unique counts distinct message ids.
 func unique(ds []events.Delivery) map[string]bool {
 	m := make(map[string]bool, len(ds))
@@ -328,29 +281,4 @@ func unique(ds []events.Delivery) map[string]bool {
 		m[d.ID] = true
 	}
 	return m
-}
-
-// subscribe runs Subscribe until the test ends or stop is called; stop
-// waits for it and checks it returned nil.
-func subscribe(t *testing.T, tr events.Transport, sub events.Subscription, h events.Handler) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- tr.Subscribe(ctx, sub, h) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Subscribe(%s) = %v, want nil after cancel", sub.Group, err)
-				}
-			case <-time.After(eventstest.Wait):
-				t.Errorf("Subscribe(%s) still running %v after cancel", sub.Group, eventstest.Wait)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
 }

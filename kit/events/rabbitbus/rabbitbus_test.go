@@ -78,9 +78,9 @@ func TestConcurrentPublish(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	c := newCollector()
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "every message", func(ds []events.Delivery) bool { return len(unique(ds)) >= publishers*each })
+	c := eventstest.NewCollector(nil)
+	eventstest.Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "every message", func(ds []events.Delivery) bool { return len(unique(ds)) >= publishers*each })
 	if n := len(unique(got)); n != publishers*each {
 		t.Errorf("got %d distinct messages, want %d", n, publishers*each)
 	}
@@ -106,7 +106,7 @@ func TestConnectionKilledMidStream(t *testing.T) {
 	if err := tr.Setup(ctxTimeout(t), sub); err != nil {
 		t.Fatalf("Setup() = %v", err)
 	}
-	c := newCollector()
+	c := eventstest.NewCollector(nil)
 	handler := func(ctx context.Context, d events.Delivery) error {
 		// Slow enough that deliveries are in flight when the cut comes.
 		select {
@@ -114,9 +114,9 @@ func TestConnectionKilledMidStream(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		return c.handle(ctx, d)
+		return c.Handle(ctx, d)
 	}
-	subscribe(t, tr, sub, handler)
+	eventstest.Subscribe(t, tr, sub, handler)
 
 	// Half the messages go before the cut, half after it; the cut comes
 	// while the first half is still being handled.
@@ -143,16 +143,16 @@ func TestConnectionKilledMidStream(t *testing.T) {
 		}
 		published <- nil
 	}()
-	c.waitFor(t, "a quarter of the messages", func(ds []events.Delivery) bool { return len(unique(ds)) >= keys*perKey/4 })
+	c.WaitFor(t, "a quarter of the messages", func(ds []events.Delivery) bool { return len(unique(ds)) >= keys*perKey/4 })
 	if n := p.kill(); n != 2 {
 		t.Errorf("cut %d connections, want 2 (publish and consume)", n)
 	}
-	t.Logf("cut after %d of %d messages were handled", len(unique(c.snapshot())), keys*perKey)
+	t.Logf("cut after %d of %d messages were handled", len(unique(c.Snapshot())), keys*perKey)
 	close(cut)
 	if err := <-published; err != nil {
 		t.Fatal(err)
 	}
-	got := c.waitFor(t, "every message after the cut", func(ds []events.Delivery) bool { return len(unique(ds)) >= keys*perKey })
+	got := c.WaitFor(t, "every message after the cut", func(ds []events.Delivery) bool { return len(unique(ds)) >= keys*perKey })
 	if n := len(unique(got)); n != keys*perKey {
 		t.Errorf("got %d distinct messages, want %d", n, keys*perKey)
 	}
@@ -185,7 +185,7 @@ func TestSetupConflict(t *testing.T) {
 	if err := tr.Setup(ctxTimeout(t), sub); !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 		t.Errorf("Setup() = %v, want PRECONDITION_FAILED", err)
 	}
-	if err := tr.Subscribe(ctxTimeout(t), sub, newCollector().handle); !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+	if err := tr.Subscribe(ctxTimeout(t), sub, eventstest.NewCollector(nil).Handle); !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 		t.Errorf("Subscribe() = %v, want PRECONDITION_FAILED", err)
 	}
 }
@@ -238,7 +238,7 @@ func TestCloseEndsSubscriptions(t *testing.T) {
 	if err := tr.Setup(ctxTimeout(t), sub); !errors.Is(err, ErrClosed) {
 		t.Errorf("Setup() after Close = %v, want ErrClosed", err)
 	}
-	if err := tr.Subscribe(ctxTimeout(t), sub, newCollector().handle); !errors.Is(err, ErrClosed) {
+	if err := tr.Subscribe(ctxTimeout(t), sub, eventstest.NewCollector(nil).Handle); !errors.Is(err, ErrClosed) {
 		t.Errorf("Subscribe() after Close = %v, want ErrClosed", err)
 	}
 	if err := tr.Close(); err != nil {
@@ -265,9 +265,9 @@ func TestHeadersRoundTrip(t *testing.T) {
 	if err := tr.Publish(ctxTimeout(t), want); err != nil {
 		t.Fatalf("Publish() = %v", err)
 	}
-	c := newCollector()
-	subscribe(t, tr, sub, c.handle)
-	d := c.waitFor(t, "the message", func(ds []events.Delivery) bool { return len(ds) > 0 })[0]
+	c := eventstest.NewCollector(nil)
+	eventstest.Subscribe(t, tr, sub, c.Handle)
+	d := c.WaitFor(t, "the message", func(ds []events.Delivery) bool { return len(ds) > 0 })[0]
 	if d.ID != want.ID || d.Type != want.Type || d.Key != want.Key || string(d.Data) != string(want.Data) || d.Attempt != 1 {
 		t.Errorf("got %s %s %s %v attempt %d, want %s %s %s %v attempt 1", d.ID, d.Type, d.Key, d.Data, d.Attempt, want.ID, want.Type, want.Key, want.Data)
 	}
@@ -335,12 +335,12 @@ func TestBrokerDeliveryLimit(t *testing.T) {
 	}
 	dl := sub
 	dl.DeadLetters = true
-	dead := newCollector()
-	subscribe(t, tr, dl, dead.handle)
+	dead := eventstest.NewCollector(nil)
+	eventstest.Subscribe(t, tr, dl, dead.Handle)
 	var attempts []int
-	for round := 0; round < 5 && len(dead.snapshot()) == 0; round++ {
+	for round := 0; round < 5 && len(dead.Snapshot()) == 0; round++ {
 		entered := make(chan int, 1)
-		stop := subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
+		stop := eventstest.Subscribe(t, tr, sub, func(ctx context.Context, d events.Delivery) error {
 			select {
 			case entered <- d.Attempt:
 			default:
@@ -350,7 +350,7 @@ func TestBrokerDeliveryLimit(t *testing.T) {
 		})
 		// Either the handler holds the message, or the broker has
 		// dead-lettered it and there is nothing left to deliver.
-		c := dead.waitFor(t, "a delivery or the dead letter", func(ds []events.Delivery) bool {
+		c := dead.WaitFor(t, "a delivery or the dead letter", func(ds []events.Delivery) bool {
 			return len(ds) > 0 || len(entered) > 0
 		})
 		if len(c) == 0 {
@@ -358,7 +358,7 @@ func TestBrokerDeliveryLimit(t *testing.T) {
 		}
 		stop()
 	}
-	got := dead.waitFor(t, "the broker's dead letter", func(ds []events.Delivery) bool { return len(ds) > 0 })
+	got := dead.WaitFor(t, "the broker's dead letter", func(ds []events.Delivery) bool { return len(ds) > 0 })
 	if got[0].ID != "l-1" || !strings.Contains(got[0].Header[events.HeaderError], "delivery_limit") || got[0].Header[events.HeaderGroup] != "limited" {
 		t.Errorf("dead letter = %s with Header %v, want l-1 with the broker's delivery_limit reason and group", got[0].ID, got[0].Header)
 	}
@@ -400,9 +400,9 @@ func TestPublishExchangeGone(t *testing.T) {
 	if err := tr.Publish(ctxTimeout(t), events.Message{ID: "g-2", Type: "test.Gone", Key: "k"}); err != nil {
 		t.Fatalf("Publish() after Setup declared the exchange again = %v", err)
 	}
-	c := newCollector()
-	subscribe(t, tr, sub, c.handle)
-	got := c.waitFor(t, "g-2", func(ds []events.Delivery) bool { return len(ds) > 0 })
+	c := eventstest.NewCollector(nil)
+	eventstest.Subscribe(t, tr, sub, c.Handle)
+	got := c.WaitFor(t, "g-2", func(ds []events.Delivery) bool { return len(ds) > 0 })
 	if got[0].ID != "g-2" {
 		t.Errorf("got %s, want g-2", got[0].ID)
 	}
@@ -418,13 +418,13 @@ func TestQueueDeletedWhileSubscribed(t *testing.T) {
 	if err := tr.Setup(ctxTimeout(t), sub); err != nil {
 		t.Fatalf("Setup() = %v", err)
 	}
-	c := newCollector()
-	subscribe(t, tr, sub, c.handle)
+	c := eventstest.NewCollector(nil)
+	eventstest.Subscribe(t, tr, sub, c.Handle)
 	ctx := ctxTimeout(t)
 	if err := tr.Publish(ctx, events.Message{ID: "d-0", Type: "test.Deleted", Key: "k"}); err != nil {
 		t.Fatalf("Publish() = %v", err)
 	}
-	c.waitFor(t, "d-0", func(ds []events.Delivery) bool { return len(ds) > 0 })
+	c.WaitFor(t, "d-0", func(ds []events.Delivery) bool { return len(ds) > 0 })
 
 	conn, err := amqp.Dial(brokerURL())
 	if err != nil {
@@ -446,12 +446,11 @@ func TestQueueDeletedWhileSubscribed(t *testing.T) {
 		if err := tr.Publish(ctx, events.Message{ID: id, Type: "test.Deleted", Key: "k"}); err != nil {
 			t.Fatalf("Publish(%s) = %v", id, err)
 		}
-		if len(unique(c.snapshot())) > 1 {
+		if len(unique(c.Snapshot())) > 1 {
 			break
 		}
 		select {
-		case <-c.note:
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		case <-ctx.Done():
 			t.Fatal("no message arrived after the queue was deleted")
 		}
