@@ -1,13 +1,11 @@
 package system
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,38 +15,20 @@ import (
 	"github.com/switchboard-rpc/switchboard/kit/ratelimit"
 )
 
-// runServices starts Run with services and waits for its table; it stops
-// the run when the test ends.
-func runServices(t *testing.T, cfg Config, services []Service) {
+// runServices starts Run with services and returns their addresses; it
+// stops the run when the test ends.
+func runServices(t *testing.T, cfg Config, services []Service) map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, services) }()
+	run, err := Start(cfg, services, 30*time.Second)
+	if err != nil {
+		t.Fatalf("Start = %v", err)
+	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("Run did not stop")
+		if err := run.Stop(20 * time.Second); err != nil {
+			t.Errorf("Run = %v", err)
 		}
 	})
-	out := cfg.Out.(*syncBuffer)
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("Run ended before ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 30s; output: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return run.Addrs
 }
 
 func lookup(t *testing.T, names ...string) []Service {
@@ -121,11 +101,7 @@ func TestGatewayReachesServicesThroughTheRegistryByCanaryPolicy(t *testing.T) {
 	runServices(t, newRun("v2", v2Logs), lookup(t, "inventory"))
 	gw := newRun("", nil)
 	gw.Gateway = GatewayConfig{Addr: "127.0.0.1:0", Limits: ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1e6, Burst: 1e6}}}
-	runServices(t, gw, nil)
-	m := regexp.MustCompile(`(?m)^gateway\s+(http://127\.0\.0\.1:\d+)$`).FindStringSubmatch(gw.Out.(*syncBuffer).String())
-	if m == nil {
-		t.Fatalf("no gateway in %q", gw.Out.(*syncBuffer).String())
-	}
+	gatewayURL := runServices(t, gw, nil)[GatewayName]
 	served := func() (v1, v2 int) {
 		count := func(b *syncBuffer) int {
 			return strings.Count(b.String(), "/switchboard.inventory.v1.InventoryService/GetItem")
@@ -135,7 +111,7 @@ func TestGatewayReachesServicesThroughTheRegistryByCanaryPolicy(t *testing.T) {
 	getItems := func(n int) {
 		t.Helper()
 		for range n {
-			if code := getStatus(t, m[1]+"/v1/items/sku-mug"); code != http.StatusOK {
+			if code := getStatus(t, gatewayURL+"/v1/items/sku-mug"); code != http.StatusOK {
 				t.Fatalf("GET /v1/items/sku-mug = %d, want 200", code)
 			}
 		}
@@ -149,7 +125,7 @@ func TestGatewayReachesServicesThroughTheRegistryByCanaryPolicy(t *testing.T) {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			b1, b2 := served()
-			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, m[1]+"/v1/items/sku-mug", nil)
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, gatewayURL+"/v1/items/sku-mug", nil)
 			if err != nil {
 				t.Fatal(err)
 			}

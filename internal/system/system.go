@@ -391,6 +391,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Out receives the table of addresses once every service is ready.
 	Out io.Writer
+	// OnReady, if set, is called once every service is ready, with the
+	// address each serves at (host:port) and, under GatewayName, the
+	// gateway's URL.
+	OnReady func(addrs map[string]string)
 }
 
 // peer returns the address of a service that is not part of this run: from
@@ -557,6 +561,16 @@ func Run(ctx context.Context, cfg Config, services []Service) (err error) {
 		return errors.Join(err, shutdown(ctx, cfg, all, metrics, gw))
 	}
 	printTable(cfg, all, gw, time.Since(begin))
+	if cfg.OnReady != nil {
+		addrs := make(map[string]string, len(all)+1)
+		for _, r := range all {
+			addrs[r.svc.Name] = r.lis.Addr().String()
+		}
+		if gw != nil {
+			addrs[GatewayName] = gw.url()
+		}
+		cfg.OnReady(addrs)
+	}
 	log.LogAttrs(ctx, slog.LevelInfo, "switchboard ready", slog.Int("services", len(all)), slog.Duration("took", time.Since(begin)))
 
 	// Development certificates live 7 days: renew them while running; the

@@ -65,42 +65,12 @@ func testConfig(dir string, out *syncBuffer) Config {
 	}
 }
 
-// runUntilReady starts Run and waits for its table; the returned function
-// stops it and returns Run's error.
+// runUntilReady starts Run and waits until it is ready; the returned
+// function stops it and returns Run's error.
 func runUntilReady(t *testing.T, cfg Config) (addr string, stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, Services()) }()
-	out := cfg.Out.(*syncBuffer)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("Run ended before ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("not ready after 10s; output: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	m := regexp.MustCompile(`greeter\s+(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
-	if m == nil {
-		cancel()
-		t.Fatalf("no greeter address in %q", out.String())
-	}
-	return m[1], func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			return context.DeadlineExceeded
-		}
-	}
+	addrs, stop := runAll(t, cfg)
+	return addrs["greeter"], stop
 }
 
 func TestRunServesOverMTLSAndStopsCleanly(t *testing.T) {
@@ -212,12 +182,11 @@ func TestUsersSignInAndCallServicesWithTheirToken(t *testing.T) {
 // runAll starts every service and returns their addresses by name.
 func runAll(t *testing.T, cfg Config) (map[string]string, func() error) {
 	t.Helper()
-	_, stop := runUntilReady(t, cfg)
-	addrs := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(127\.0\.0\.1:\d+)$`).FindAllStringSubmatch(cfg.Out.(*syncBuffer).String(), -1) {
-		addrs[m[1]] = m[2]
+	run, err := Start(cfg, Services(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("Start = %v", err)
 	}
-	return addrs, stop
+	return run.Addrs, func() error { return run.Stop(10 * time.Second) }
 }
 
 // The whole story across five services over mTLS: a user registers, gets

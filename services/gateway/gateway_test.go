@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,7 +64,6 @@ type shop struct {
 func startShop(t *testing.T) *shop {
 	t.Helper()
 	dir := t.TempDir()
-	out := &syncBuffer{}
 	cfg := system.Config{
 		DataDir:         dir,
 		Host:            "127.0.0.1",
@@ -75,39 +73,17 @@ func startShop(t *testing.T) *shop {
 		// an order stays SHIPPED for the whole test.
 		CarrierStep: time.Hour,
 		Logger:      slog.New(slog.DiscardHandler),
-		Out:         out,
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- system.Run(ctx, cfg, system.Services()) }()
+	run, err := system.Start(cfg, system.Services(), 30*time.Second)
+	if err != nil {
+		t.Fatalf("start the system: %v", err)
+	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("system.Run = %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("system.Run did not stop")
+		if err := run.Stop(15 * time.Second); err != nil {
+			t.Errorf("system.Run = %v", err)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("system.Run ended before ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("system not ready after 30s: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s := &shop{dir: dir, addrs: map[string]string{}}
-	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(127\.0\.0\.1:\d+)$`).FindAllStringSubmatch(out.String(), -1) {
-		s.addrs[m[1]] = m[2]
-	}
+	s := &shop{dir: dir, addrs: run.Addrs}
 	// The gateway calls as itself: give it its certificate from the run's
 	// CA.
 	if _, err := certs.EnsureDevPKI(dir+"/certs", []string{"gateway"}); err != nil {

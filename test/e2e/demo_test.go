@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -24,14 +23,13 @@ func TestDemoStory(t *testing.T) {
 		Limits: ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1e6, Burst: 1e6}},
 	}
 	s := start(t, cfg)
-	m := regexp.MustCompile(`(?m)^gateway\s+(http://127\.0\.0\.1:\d+)$`).FindStringSubmatch(cfg.Out.(*syncBuffer).String())
-	if m == nil {
-		t.Fatalf("no gateway in %q", cfg.Out.(*syncBuffer).String())
+	if s.gatewayURL == "" {
+		t.Fatal("the run has no gateway")
 	}
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if err := demo.Run(ctx, demo.Config{GatewayURL: m[1], Audit: s.auditConn, Out: &out}); err != nil {
+	if err := demo.Run(ctx, demo.Config{GatewayURL: s.gatewayURL, Audit: s.auditConn, Out: &out}); err != nil {
 		t.Fatalf("demo = %v\n%s", err, out.String())
 	}
 	steps := strings.Count(out.String(), "✓")

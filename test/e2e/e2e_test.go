@@ -83,6 +83,8 @@ type shop struct {
 	orders orderv1.OrderServiceClient
 	// auditConn reaches the audit service as the operator.
 	auditConn *grpc.ClientConn
+	// gatewayURL is the gateway's, when the run has one.
+	gatewayURL string
 }
 
 // start runs every service until the test ends, and dials them as the

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -545,48 +544,20 @@ func outboxRows(t *testing.T, dir string) map[string]int {
 // error; later calls return the same.
 func launch(t *testing.T, cfg system.Config) (*shop, func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- system.Run(ctx, cfg, system.Services()) }()
-	var (
-		conns   []*grpc.ClientConn
-		once    sync.Once
-		stopErr error
-	)
+	run, err := system.Start(cfg, system.Services(), 60*time.Second)
+	if err != nil {
+		t.Fatalf("start the system: %v", err)
+	}
+	addrs := run.Addrs
+	var conns []*grpc.ClientConn
 	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case stopErr = <-done:
-			case <-time.After(45 * time.Second):
-				stopErr = errors.New("system.Run did not return 45s after its context was cancelled")
-			}
-			for _, c := range conns {
-				_ = c.Close()
-			}
-		})
-		return stopErr
+		err := run.Stop(45 * time.Second)
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return err
 	}
 	t.Cleanup(func() { _ = stop() })
-
-	out := cfg.Out.(*syncBuffer)
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			done <- err // for stop
-			t.Fatalf("Run ended before ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 60s; output: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	addrs := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(127\.0\.0\.1:\d+)$`).FindAllStringSubmatch(out.String(), -1) {
-		addrs[m[1]] = m[2]
-	}
 	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), certs.OperatorName))
 	if err != nil {
 		t.Fatal(err)
@@ -594,7 +565,7 @@ func launch(t *testing.T, cfg system.Config) (*shop, func() error) {
 	dialAs := func(service string) *grpc.ClientConn {
 		t.Helper()
 		if addrs[service] == "" {
-			t.Fatalf("no address for %s in %q", service, out.String())
+			t.Fatalf("no address for %s in %v", service, addrs)
 		}
 		conn, err := client.Dial("passthrough:///"+addrs[service], client.WithCredentials(certs.ClientCredentials(src, service)))
 		if err != nil {
@@ -604,10 +575,11 @@ func launch(t *testing.T, cfg system.Config) (*shop, func() error) {
 		return conn
 	}
 	return &shop{
-		id:        identityv1.NewIdentityServiceClient(dialAs("identity")),
-		inv:       inventoryv1.NewInventoryServiceClient(dialAs("inventory")),
-		pay:       paymentv1.NewPaymentServiceClient(dialAs("payment")),
-		orders:    orderv1.NewOrderServiceClient(dialAs("order")),
-		auditConn: dialAs("audit"),
+		id:         identityv1.NewIdentityServiceClient(dialAs("identity")),
+		inv:        inventoryv1.NewInventoryServiceClient(dialAs("inventory")),
+		pay:        paymentv1.NewPaymentServiceClient(dialAs("payment")),
+		orders:     orderv1.NewOrderServiceClient(dialAs("order")),
+		auditConn:  dialAs("audit"),
+		gatewayURL: addrs[system.GatewayName],
 	}, stop
 }

@@ -21,16 +21,13 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -79,7 +76,7 @@ func run(args []string, stdout io.Writer) error {
 	ctx := context.Background()
 	var results []Result
 
-	sqlite, err := startShop(ctx, nil)
+	sqlite, err := startShop(nil)
 	if err != nil {
 		return err
 	}
@@ -139,7 +136,7 @@ func run(args []string, stdout io.Writer) error {
 			fmt.Fprintln(os.Stderr, "systembench: PostgreSQL skipped:", perr)
 		default:
 			defer cleanup()
-			pg, err := startShop(ctx, dbs)
+			pg, err := startShop(dbs)
 			if err != nil {
 				return err
 			}
@@ -236,34 +233,15 @@ type shop struct {
 	stop    func()
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startShop runs the system on free ports in a temporary directory: on
 // SQLite, or on the PostgreSQL databases given per service. Rate limits
 // are lifted (the load is the point) and the carrier does not move, so the
 // figures are of placing orders.
-func startShop(ctx context.Context, databases map[string]string) (*shop, error) {
+func startShop(databases map[string]string) (*shop, error) {
 	dir, err := os.MkdirTemp("", "systembench-")
 	if err != nil {
 		return nil, err
 	}
-	out := &syncBuffer{}
 	unlimited := ratelimit.Limits{PerIdentity: ratelimit.Limit{Rate: 1e7, Burst: 1e7}}
 	cfg := system.Config{
 		DataDir: dir, Host: "127.0.0.1", BasePort: 0,
@@ -271,39 +249,23 @@ func startShop(ctx context.Context, databases map[string]string) (*shop, error) 
 		CarrierStep: time.Hour, Limits: unlimited, Databases: databases,
 		SignupCredit: 1_000_000_000,
 		Gateway:      system.GatewayConfig{Addr: "127.0.0.1:0", Limits: unlimited},
-		Logger:       slog.New(slog.DiscardHandler), Out: out,
+		Logger:       slog.New(slog.DiscardHandler),
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- system.Run(rctx, cfg, system.Services()) }()
+	run, err := system.Start(cfg, system.Services(), time.Minute)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	addrs := run.Addrs
 	var conns []*grpc.ClientConn
 	stop := func() {
 		for _, c := range conns {
 			_ = c.Close()
 		}
-		cancel()
-		if err := <-done; err != nil {
+		if err := run.Stop(time.Minute); err != nil {
 			fmt.Fprintln(os.Stderr, "systembench: stopping the system:", err)
 		}
 		_ = os.RemoveAll(dir)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(out.String(), "ready in") {
-		select {
-		case err := <-done:
-			cancel()
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("the system stopped before it was ready: %w", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, errors.New("the system was not ready within a minute")
-		}
-	}
-	addrs := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s+(\S+)$`).FindAllStringSubmatch(out.String(), -1) {
-		addrs[m[1]] = m[2]
 	}
 	src, err := certs.NewSource(certs.FilesIn(cfg.CertsDir(), certs.OperatorName))
 	if err != nil {
