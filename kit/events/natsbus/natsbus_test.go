@@ -116,8 +116,44 @@ func namespace(t *testing.T, url string) natsbus.Options {
 		Duplicates:     time.Minute,
 		RequestTimeout: 5 * time.Second,
 	}
+	anchor(t, url)
 	t.Cleanup(func() { deleteStreams(t, url, opts.Stream, opts.Stream+"_DLQ") })
 	return opts
+}
+
+// anchored holds the servers that have an anchor stream.
+var anchored sync.Map
+
+// anchor keeps one stream on the server that no test deletes. The server
+// removes its account's streams directory out of band when the last stream
+// is deleted, racing a stream created right after (the create fails with
+// "could not create storage directory"); with the anchor in place the
+// directory is never empty.
+func anchor(t *testing.T, url string) {
+	t.Helper()
+	if _, done := anchored.Load(url); done {
+		return
+	}
+	nc, err := nats.Connect(url, nats.Timeout(2*time.Second), nats.NoReconnect())
+	if err != nil {
+		t.Fatalf("connecting to create the anchor stream: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream.New = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:     "T_ANCHOR",
+		Subjects: []string{"test.anchor"},
+		Storage:  jetstream.FileStorage,
+		MaxBytes: 1 << 20,
+	}); err != nil {
+		t.Fatalf("creating the anchor stream: %v", err)
+	}
+	anchored.Store(url, true)
 }
 
 func deleteStreams(t *testing.T, url string, names ...string) {
