@@ -272,8 +272,13 @@ func (r *run) call(ctx context.Context, rec *recorder, rng *rand.Rand, n int64, 
 			op = PlaceOrder
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	// The call's deadline is its own timeout, not the run's end: a call
+	// the run's end interrupts is cancelled, so no server answers it with
+	// DEADLINE_EXCEEDED (which a client's circuit breaker counts) just
+	// before the run's context reports its end here.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Timeout)
 	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
 	var (
 		err     error
 		outcome = outcomeOK

@@ -127,6 +127,49 @@ func TestOpenLoopEndsWithDuration(t *testing.T) {
 	}
 }
 
+// deadlineTarget answers GetItem with DEADLINE_EXCEEDED when the call's
+// deadline is earlier than its timeout allows, as a server does when a
+// deadline it was sent runs out; every other call blocks until it is
+// cancelled.
+type deadlineTarget struct {
+	timeout            time.Duration
+	early, interrupted atomic.Int64
+}
+
+func (d *deadlineTarget) GetItem(ctx context.Context, _ User, _ string) error {
+	dl, ok := ctx.Deadline()
+	if !ok || time.Until(dl) < d.timeout-time.Second {
+		d.early.Add(1)
+		return status.Error(codes.DeadlineExceeded, "deadline from the run's end")
+	}
+	<-ctx.Done()
+	d.interrupted.Add(1)
+	return status.FromContextError(ctx.Err()).Err()
+}
+
+func (d *deadlineTarget) PlaceOrder(context.Context, User, string, string) (bool, error) {
+	return false, errors.New("not used")
+}
+
+// A call the run's end interrupts is neither given the run's end as its
+// deadline nor counted as a failure.
+func TestRunEndCancelsCalls(t *testing.T) {
+	target := &deadlineTarget{timeout: time.Minute}
+	rep, err := Run(t.Context(), Config{Scenario: GetItem, Workers: 3, Duration: 200 * time.Millisecond, Timeout: time.Minute}, target, fixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := target.early.Load(); n != 0 {
+		t.Errorf("%d calls had the run's end as their deadline", n)
+	}
+	if n := target.interrupted.Load(); n != 3 {
+		t.Errorf("%d calls were interrupted at the run's end, want 3", n)
+	}
+	if rep.Errors() != 0 {
+		t.Errorf("Errors() = %d, want 0: %v", rep.Errors(), rep.Ops)
+	}
+}
+
 func TestReportOutputs(t *testing.T) {
 	rep, err := Run(t.Context(), Config{Scenario: Mix, Workers: 2, Requests: 100, Duration: time.Minute}, &countingTarget{failEvery: 7}, fixture)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,6 +69,7 @@ func run(args []string, stdout io.Writer) error {
 	users := fs.Int("users", 20, "users the calls are spread over")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	postgres := fs.Bool("postgres", true, "also measure PlaceOrder on PostgreSQL when it answers")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of each load run to `PREFIX`-<n>-<scenario>.prof")
 	var merge mergeFlag
 	fs.Var(&merge, "merge", "name=file of JSON lines (benchratio -out) to include in the -json file under name; repeatable")
 	if err := fs.Parse(args); err != nil {
@@ -86,10 +88,17 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg := loadgen.Config{Workers: *workers, Duration: *duration, Users: *users}
+	runs := 0
 	measure := func(scenario string, t loadgen.Target) (loadgen.OpReport, error) {
 		c := cfg
 		c.Scenario = scenario
+		runs++
+		stop, err := startProfile(*cpuProfile, runs, scenario)
+		if err != nil {
+			return loadgen.OpReport{}, err
+		}
 		rep, err := loadgen.Run(ctx, c, t, fx)
+		stop()
 		if err != nil {
 			return loadgen.OpReport{}, err
 		}
@@ -176,6 +185,26 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile written to prefix-n-scenario.prof,
+// or does nothing when prefix is empty; the function it returns stops it.
+func startProfile(prefix string, n int, scenario string) (func(), error) {
+	if prefix == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(fmt.Sprintf("%s-%d-%s.prof", prefix, n, scenario))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 // mergeFlag collects -merge name=file flags.
