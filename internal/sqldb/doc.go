@@ -6,10 +6,12 @@
 // RETURNING.
 //
 // Two engines: SQLite (modernc.org/sqlite, pure Go) as the embedded
-// default, in WAL mode with a busy timeout and a single connection, so
-// writes are serialized and never fail with SQLITE_BUSY; and PostgreSQL
-// (pgx) for scale, where transactions that fail with a serialization
-// failure or deadlock are retried.
+// default, in WAL mode with a busy timeout and a single connection for
+// transactions and writes, so writes are serialized and never fail with
+// SQLITE_BUSY, beside a small pool of read-only connections (DB.Reader)
+// for reads outside a transaction, which WAL lets run while the writer
+// works; and PostgreSQL (pgx) for scale, where transactions that fail
+// with a serialization failure or deadlock are retried.
 //
 // On SQLite each connection keeps a bounded cache of prepared statements
 // keyed by their SQL text, so the statements a service runs again and again

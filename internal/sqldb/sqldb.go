@@ -28,9 +28,40 @@ const (
 
 // DB is a database handle and its engine. It is safe for concurrent use;
 // the caller closes it.
+//
+// On SQLite, DB holds two pools: the embedded one, of one connection,
+// for transactions and writes (SQLite has one writer at a time, and one
+// connection turns contention into queueing instead of SQLITE_BUSY), and
+// Reader's, of up to SQLiteReaders read-only connections, on which reads
+// outside a transaction run beside the writer (WAL lets them) instead of
+// waiting for its transactions.
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+	// read is the SQLite read pool; nil on PostgreSQL.
+	read *sql.DB
+}
+
+// SQLiteReaders bounds the read-only connections a SQLite DB opens.
+const SQLiteReaders = 4
+
+// Reader is the pool for reads outside a transaction: on SQLite, read-only
+// connections that see what has committed; on PostgreSQL, the DB's own
+// pool. A statement that writes fails on it on SQLite.
+func (db *DB) Reader() *sql.DB {
+	if db.read != nil {
+		return db.read
+	}
+	return db.DB
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	err := db.DB.Close()
+	if db.read != nil {
+		err = errors.Join(err, db.read.Close())
+	}
+	return err
 }
 
 // MaxPostgresConns bounds the connections one DB holds to PostgreSQL.
@@ -66,14 +97,21 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
 	}
 	db := sql.OpenDB(newCachingConnector(connector, stmtCacheSize))
-	// One connection: SQLite has one writer at a time anyway, and a single
-	// connection turns contention into queueing instead of SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
 	}
-	return &DB{DB: db, Dialect: SQLite}, nil
+	// The writer made the file a WAL database; readers open it as it is.
+	rconn, err := sqlite.NewConnector(sqliteReaderDSN(path))
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqldb: open sqlite %s: %w", path, err)
+	}
+	read := sql.OpenDB(newCachingConnector(rconn, stmtCacheSize))
+	read.SetMaxOpenConns(SQLiteReaders)
+	read.SetMaxIdleConns(SQLiteReaders)
+	return &DB{DB: db, Dialect: SQLite, read: read}, nil
 }
 
 // sqliteDSN is the modernc.org/sqlite DSN of the database file at path: WAL
@@ -82,6 +120,12 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 // never fails to upgrade a read lock midway.
 func sqliteDSN(path string) string {
 	return "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+}
+
+// sqliteReaderDSN is the DSN of a read-only connection to the WAL
+// database at path.
+func sqliteReaderDSN(path string) string {
+	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)"
 }
 
 // Migrate applies the goose migrations in dir of fsys that have not been

@@ -101,3 +101,49 @@ func TestRetryableAndContext(t *testing.T) {
 		t.Error("a plain error is retryable")
 	}
 }
+
+// Reads on Reader run beside an open write transaction, without waiting
+// for it, and see what has committed.
+func TestReaderReadsBesideTheWriter(t *testing.T) {
+	sqltest.Each(t, migrations, "testdata/migrations", func(t *testing.T, db *sqldb.DB) {
+		ctx := t.Context()
+		if _, err := db.ExecContext(ctx, `INSERT INTO counters (name, value, updated_us) VALUES ('r', 1, 0)`); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback() }()
+		if _, err := tx.ExecContext(ctx, `UPDATE counters SET value = 2 WHERE name = 'r'`); err != nil {
+			t.Fatal(err)
+		}
+		read := func() int64 {
+			t.Helper()
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			var v int64
+			if err := db.Reader().QueryRowContext(rctx, `SELECT value FROM counters WHERE name = 'r'`).Scan(&v); err != nil {
+				t.Fatalf("read beside an open transaction: %v", err)
+			}
+			return v
+		}
+		if v := read(); v != 1 {
+			t.Errorf("read during the transaction = %d, want the committed 1", v)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if v := read(); v != 2 {
+			t.Errorf("read after commit = %d, want 2", v)
+		}
+		if db.Dialect == sqldb.SQLite {
+			if _, err := db.Reader().ExecContext(ctx, `UPDATE counters SET value = 3 WHERE name = 'r'`); err == nil {
+				t.Error("a write on SQLite's read pool succeeded, want it refused")
+			}
+			if got := db.Reader().Stats().MaxOpenConnections; got != sqldb.SQLiteReaders {
+				t.Errorf("read pool max open = %d, want %d", got, sqldb.SQLiteReaders)
+			}
+		}
+	})
+}

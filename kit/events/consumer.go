@@ -45,6 +45,14 @@ type Consumer struct {
 	retention time.Duration
 	// afterCommit, if set, runs after each committed handler.
 	afterCommit func(ctx context.Context, env *eventsv1.Envelope)
+	// group bounds the deliveries one transaction handles.
+	group int
+
+	// mu guards queue and leading: the group commit's waiting jobs and
+	// whether a job is writing a transaction.
+	mu      sync.Mutex
+	queue   []*job
+	leading bool
 
 	handled    atomic.Uint64
 	duplicates atomic.Uint64
@@ -63,6 +71,7 @@ func NewConsumer(db *sql.DB, tr Transport, sub Subscription, h TxHandler, opts .
 		log:       discard,
 		tp:        noop.NewTracerProvider(),
 		retention: DefaultInboxRetention,
+		group:     DefaultGroupCommit,
 	}
 	for _, opt := range opts {
 		opt.applyConsumer(c)
@@ -175,12 +184,131 @@ func (c *Consumer) Handle(ctx context.Context, d Delivery) error {
 	return nil
 }
 
-// handleTx records env in the inbox and runs the handler, in one
-// transaction. It reports a duplicate if env was handled already.
+// job is one delivery waiting for the group commit.
+type job struct {
+	ctx context.Context
+	env *eventsv1.Envelope
+	// wake says true when the job is to write the next transaction
+	// itself, false when another job's transaction has handled it.
+	wake chan bool
+	dup  bool
+	err  error
+}
+
+// handleTx records env in the inbox and runs the handler in a
+// transaction, which it may share with deliveries handled at the same
+// time (WithGroupCommit). It reports a duplicate if env was handled
+// already.
+//
+// The group commit has one leader at a time: a delivery that finds no
+// transaction being written writes one for itself and whatever queued
+// meanwhile (up to the group size); deliveries that find one being
+// written queue and wait. A leader that is done hands the lead to the
+// first queued delivery, so no delivery waits for more than the
+// transaction in progress and its own.
 func (c *Consumer) handleTx(ctx context.Context, env *eventsv1.Envelope) (dup bool, err error) {
+	if c.group <= 1 {
+		return c.handleOne(ctx, env)
+	}
+	j := &job{ctx: ctx, env: env, wake: make(chan bool, 1)}
+	c.mu.Lock()
+	c.queue = append(c.queue, j)
+	if c.leading {
+		c.mu.Unlock()
+		if lead := <-j.wake; !lead {
+			return j.dup, j.err
+		}
+		c.mu.Lock()
+	}
+	c.leading = true
+	// j is first in the queue: it was alone in it, or was handed the lead
+	// as its first.
+	n := min(len(c.queue), c.group)
+	batch := make([]*job, n)
+	copy(batch, c.queue)
+	c.queue = append(c.queue[:0], c.queue[n:]...)
+	c.mu.Unlock()
+	c.lead(batch)
+	return j.dup, j.err
+}
+
+// errLeaderPanicked fails the deliveries of a group whose transaction
+// ended in a panic (the transport redelivers them).
+var errLeaderPanicked = errors.New("the group's transaction panicked")
+
+// lead handles batch, then hands the lead to the first queued delivery
+// and wakes the rest of batch, even if a handler panics.
+func (c *Consumer) lead(batch []*job) {
+	finished := false
+	defer func() {
+		if !finished {
+			for _, o := range batch[1:] {
+				o.err = errLeaderPanicked
+			}
+		}
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			c.queue[0].wake <- true
+		} else {
+			c.leading = false
+		}
+		c.mu.Unlock()
+		for _, o := range batch[1:] {
+			o.wake <- false
+		}
+	}()
+	c.handleGroup(batch)
+	finished = true
+}
+
+// handleGroup handles batch, batch[0] the leader's own job, in one
+// transaction. If a job fails there, everything rolls back: that job
+// fails with its error, and each of the others is handled again in a
+// transaction of its own. If the transaction itself fails (begin or
+// commit), each job is handled again on its own.
+func (c *Consumer) handleGroup(batch []*job) {
+	if len(batch) == 1 {
+		batch[0].dup, batch[0].err = c.handleOne(batch[0].ctx, batch[0].env)
+		return
+	}
+	var failed *job
+	err := c.inTx(batch[0].ctx, func(tx *sql.Tx) error {
+		for _, j := range batch {
+			dup, err := c.record(j.ctx, tx, j.env)
+			if err != nil {
+				failed, j.err = j, err
+				return err
+			}
+			j.dup = dup
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	for _, j := range batch {
+		if j != failed {
+			j.dup, j.err = c.handleOne(j.ctx, j.env)
+		}
+	}
+}
+
+// handleOne records env in the inbox and runs the handler in a
+// transaction of its own.
+func (c *Consumer) handleOne(ctx context.Context, env *eventsv1.Envelope) (dup bool, err error) {
+	err = c.inTx(ctx, func(tx *sql.Tx) error {
+		dup, err = c.record(ctx, tx, env)
+		return err
+	})
+	return dup, err
+}
+
+// inTx runs fn in a transaction and commits it if fn returns nil; it
+// rolls back on an error or a panic.
+func (c *Consumer) inTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", err)
 	}
 	committed := false
 	defer func() {
@@ -188,6 +316,19 @@ func (c *Consumer) handleTx(ctx context.Context, env *eventsv1.Envelope) (dup bo
 			_ = tx.Rollback()
 		}
 	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// record records env in the inbox and, unless it was there already (a
+// duplicate), runs the handler, both in tx.
+func (c *Consumer) record(ctx context.Context, tx *sql.Tx, env *eventsv1.Envelope) (dup bool, err error) {
 	res, err := tx.ExecContext(ctx,
 		`INSERT INTO events_inbox (group_name, event_id, handled_at) VALUES ($1, $2, $3)
 		ON CONFLICT (group_name, event_id) DO NOTHING`,
@@ -201,17 +342,10 @@ func (c *Consumer) handleTx(ctx context.Context, env *eventsv1.Envelope) (dup bo
 	}
 	if n == 0 {
 		// Handled before (or by a concurrent delivery that committed
-		// first): nothing to do, nothing written.
+		// first, or earlier in this group): nothing to do.
 		return true, nil
 	}
-	if err := c.h(ctx, tx, env); err != nil {
-		return false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit: %w", err)
-	}
-	committed = true
-	return false, nil
+	return false, c.h(ctx, tx, env)
 }
 
 // PurgeInbox deletes the group's inbox rows older than the retention, in

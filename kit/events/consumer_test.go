@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,16 +126,23 @@ func TestConsumerHandlerErrorRollsBack(t *testing.T) {
 		if got := calls.Load(); got != 2 {
 			t.Errorf("handler calls = %d, want 2 (the retry ran it again)", got)
 		}
-		if got := count(t, db, "effects"); got != 1 {
-			t.Errorf("effects after the retry = %d, want 1", got)
-		}
-		if got := count(t, db, events.InboxTable); got != 1 {
-			t.Errorf("inbox rows after the retry = %d, want 1", got)
-		}
-		if got, want := c.Stats(), (events.ConsumerStats{Handled: 1, Failures: 1}); got != want {
-			t.Errorf("Stats = %+v, want %+v", got, want)
-		}
+		wantCommitted(t, db, c, 1, events.ConsumerStats{Handled: 1, Failures: 1})
 	})
+}
+
+// wantCommitted checks that n effects and inbox rows committed and that
+// c's counters are stats.
+func wantCommitted(t *testing.T, db *sql.DB, c *events.Consumer, n int, stats events.ConsumerStats) {
+	t.Helper()
+	if got := count(t, db, "effects"); got != n {
+		t.Errorf("effects = %d, want %d", got, n)
+	}
+	if got := count(t, db, events.InboxTable); got != n {
+		t.Errorf("inbox rows = %d, want %d", got, n)
+	}
+	if got := c.Stats(); got != stats {
+		t.Errorf("Stats = %+v, want %+v", got, stats)
+	}
 }
 
 func TestConsumerUndecodableIsPermanent(t *testing.T) {
@@ -300,5 +308,167 @@ func TestPurgeInbox(t *testing.T) {
 			func(context.Context, *sql.Tx, *eventsv1.Envelope) error { return nil }, events.WithInboxRetention(time.Minute))
 		run(t, "Consumer.Run", short.Run)
 		waitUntil(t, "Run to purge", func() bool { return count(t, db, events.InboxTable) == recent })
+	})
+}
+
+// groupRun handles first, whose handler blocks until the others have
+// queued behind its transaction, then the others, each on its own
+// goroutine, and returns each delivery's error and whether its Handle
+// panicked, first's at index 0.
+func groupRun(t *testing.T, c *events.Consumer, g *groupHandler, first events.Delivery, others []events.Delivery) (errs []error, panicked []bool) {
+	t.Helper()
+	all := append([]events.Delivery{first}, others...)
+	errs, panicked = make([]error, len(all)), make([]bool, len(all))
+	var wg sync.WaitGroup
+	handle := func(i int) {
+		wg.Go(func() {
+			defer func() {
+				if recover() != nil {
+					panicked[i] = true
+				}
+			}()
+			errs[i] = c.Handle(t.Context(), all[i])
+		})
+	}
+	handle(0)
+	<-g.entered
+	for i := range others {
+		handle(i + 1)
+	}
+	waitUntil(t, "the others to queue", func() bool { return events.Queued(c) == len(others) })
+	close(g.release)
+	wg.Wait()
+	return errs, panicked
+}
+
+// groupHandler writes the effect of each event and records its
+// transaction; the first event's call waits for release, and the
+// call for an event whose subject is "fail" fails, "panic" panics.
+type groupHandler struct {
+	mu      sync.Mutex
+	txs     map[string]*sql.Tx // by subject, of the last call
+	calls   map[string]int
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+// newGroup returns a consumer whose handler is a groupHandler, in db
+// with the effects table, a delivery of a "first" event and one of an
+// event of each of subjects.
+func newGroup(t *testing.T, db *sql.DB, subjects ...string) (*groupHandler, *events.Consumer, events.Delivery, []events.Delivery) {
+	t.Helper()
+	createEffects(t, db)
+	g := &groupHandler{txs: map[string]*sql.Tx{}, calls: map[string]int{}, entered: make(chan struct{}), release: make(chan struct{})}
+	c := events.NewConsumer(db, newFakeTransport(), events.Subscription{Group: "audit"}, g.handle)
+	first, _ := delivery(t.Context(), t, "first")
+	var others []events.Delivery
+	for _, s := range subjects {
+		d, _ := delivery(t.Context(), t, s)
+		others = append(others, d)
+	}
+	return g, c, first, others
+}
+
+func (g *groupHandler) handle(ctx context.Context, tx *sql.Tx, env *eventsv1.Envelope) error {
+	g.mu.Lock()
+	g.txs[env.GetSubject()] = tx
+	g.calls[env.GetSubject()]++
+	g.mu.Unlock()
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.release
+	})
+	switch env.GetSubject() {
+	case "fail":
+		return errors.New("handler refused")
+	case "panic":
+		panic("handler bug")
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO effects (event_id, item_id) VALUES ($1, $2)`, env.GetId(), env.GetSubject())
+	return err
+}
+
+// Deliveries that arrive while a transaction is written share the next
+// one; a duplicate among them is recognised.
+func TestConsumerGroupCommit(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *sql.DB, _ events.Dialect) {
+		g, c, first, others := newGroup(t, db, "a", "b", "c", "d", "e")
+		others = append(others, others[2]) // "c" delivered twice at once
+		errs, _ := groupRun(t, c, g, first, others)
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("Handle %d = %v", i, err)
+			}
+		}
+		shared := g.txs["a"]
+		for _, s := range []string{"a", "b", "c", "d", "e"} {
+			if g.txs[s] != shared || g.calls[s] != 1 {
+				t.Errorf("event %s: %d calls, shared transaction %v; want 1 call in the group's transaction", s, g.calls[s], g.txs[s] == shared)
+			}
+		}
+		if g.txs["first"] == shared {
+			t.Error("the first event, handled before the others queued, shares their transaction")
+		}
+		if got := count(t, db, "effects"); got != 6 {
+			t.Errorf("effects = %d, want 6", got)
+		}
+		if got, want := c.Stats(), (events.ConsumerStats{Handled: 6, Duplicates: 1}); got != want {
+			t.Errorf("Stats = %+v, want %+v", got, want)
+		}
+	})
+}
+
+// A handler that fails in a group fails alone: the others are handled
+// again, each in a transaction of its own, and commit once.
+func TestConsumerGroupFailureIsolated(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *sql.DB, _ events.Dialect) {
+		g, c, first, others := newGroup(t, db, "a", "fail", "b")
+		errs, _ := groupRun(t, c, g, first, others)
+		for i, err := range errs {
+			if wantErr := i == 2; (err != nil) != wantErr {
+				t.Errorf("Handle %d = %v, want error %v", i, err, wantErr)
+			}
+		}
+		if g.txs["a"] == g.txs["b"] {
+			t.Error("after the group failed, a and b still share a transaction")
+		}
+		wantCommitted(t, db, c, 3, events.ConsumerStats{Handled: 3, Failures: 1}) // first, a, b
+	})
+}
+
+// A handler that panics in a group fails the group's deliveries, leaves
+// no transaction open, and the consumer goes on.
+func TestConsumerGroupPanic(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *sql.DB, _ events.Dialect) {
+		g, c, first, others := newGroup(t, db, "a", "panic", "b")
+		errs, panicked := groupRun(t, c, g, first, others)
+		if errs[0] != nil || panicked[0] {
+			t.Errorf("first: Handle = %v, panicked %v; want nil", errs[0], panicked[0])
+		}
+		n := 0
+		for i := 1; i < len(errs); i++ {
+			switch {
+			case panicked[i]:
+				n++
+			case errs[i] == nil:
+				t.Errorf("Handle %d = nil in a group that panicked", i)
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d Handle calls panicked, want 1 (the group's leader)", n)
+		}
+		// Nothing of the group committed, and the consumer handles again.
+		if got := count(t, db, "effects"); got != 1 {
+			t.Errorf("effects = %d, want 1 (first)", got)
+		}
+		for _, d := range []events.Delivery{others[0], others[2]} {
+			if err := c.Handle(t.Context(), d); err != nil {
+				t.Errorf("Handle after the panic = %v", err)
+			}
+		}
+		if got := count(t, db, "effects"); got != 3 {
+			t.Errorf("effects = %d, want 3", got)
+		}
 	})
 }

@@ -8,6 +8,9 @@
 // A Consumer records each event id in an inbox table in the same
 // transaction as the handler's effects, so a redelivered event is a
 // no-op; failures are retried with backoff and then dead-lettered.
+// Deliveries a consumer handles at the same time share a transaction
+// (WithGroupCommit), so its commits shrink as its load grows; a handler
+// that fails there is rolled back and fails alone.
 //
 // Transports live in subpackages (natsbus, kafkabus, rabbitbus); each
 // passes the contract suite in eventstest.

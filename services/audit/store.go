@@ -129,7 +129,7 @@ func (s *sqlStore) Head(ctx context.Context) (Head, error) {
 		h       Head
 		hashHex string
 	)
-	if err := s.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&h.Seq, &hashHex); err != nil {
+	if err := s.db.Reader().QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&h.Seq, &hashHex); err != nil {
 		return Head{}, fmt.Errorf("audit head: %w", err)
 	}
 	h.Hash = decodeHash(hashHex)
@@ -199,7 +199,7 @@ func (s *sqlStore) Range(ctx context.Context, from, to int64, limit int) ([]Reco
 
 // records runs a query selecting selectRecord's columns.
 func (s *sqlStore) records(ctx context.Context, query string, args ...any) ([]Record, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.db.Reader().QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -206,7 +206,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, tx *sql.Tx, u NewUser) (User,
 }
 
 func (s *sqlStore) User(ctx context.Context, userID string) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE user_id = $1`, userID))
+	u, err := scanUser(s.db.Reader().QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE user_id = $1`, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, &NotFoundError{UserID: userID}
 	}

@@ -74,7 +74,7 @@ func scanLevel(row scanner) (Level, error) {
 const levelColumns = "item_id, on_hand, reserved, version, update_us"
 
 func (s *sqlStore) Item(ctx context.Context, id string) (Item, error) {
-	it, err := scanItem(s.db.QueryRowContext(ctx, "SELECT "+itemColumns+" FROM items WHERE item_id = $1", id))
+	it, err := scanItem(s.db.Reader().QueryRowContext(ctx, "SELECT "+itemColumns+" FROM items WHERE item_id = $1", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Item{}, &ItemNotFoundError{ItemID: id}
 	}
@@ -85,7 +85,7 @@ func (s *sqlStore) Item(ctx context.Context, id string) (Item, error) {
 }
 
 func (s *sqlStore) Items(ctx context.Context, after string, limit int) ([]Item, error) {
-	rows, err := s.db.QueryContext(ctx,
+	rows, err := s.db.Reader().QueryContext(ctx,
 		"SELECT "+itemColumns+" FROM items WHERE item_id > $1 ORDER BY item_id LIMIT $2", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list items: %w", err)
@@ -126,7 +126,7 @@ func (s *sqlStore) Levels(ctx context.Context, ids []string) ([]Level, error) {
 }
 
 func (s *sqlStore) queryLevels(ctx context.Context, query string, args ...any) ([]Level, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.db.Reader().QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

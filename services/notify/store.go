@@ -151,7 +151,7 @@ func (s *sqlStore) Add(ctx context.Context, tx *sql.Tx, n *Notification) (bool, 
 }
 
 func (s *sqlStore) Due(ctx context.Context, now time.Time, limit int) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT notification_id FROM notifications
+	rows, err := s.db.Reader().QueryContext(ctx, `SELECT notification_id FROM notifications
 		WHERE status = 'PENDING' AND next_attempt_us <= $1 ORDER BY next_attempt_us LIMIT $2`, sqldb.Micros(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due notifications: %w", err)
@@ -226,7 +226,7 @@ func (s *sqlStore) finish(ctx context.Context, what, query string, args ...any) 
 }
 
 func (s *sqlStore) Get(ctx context.Context, id string) (Notification, error) {
-	n, err := scanNotification(s.db.QueryRowContext(ctx, selectNotification+` WHERE notification_id = $1`, id))
+	n, err := scanNotification(s.db.Reader().QueryRowContext(ctx, selectNotification+` WHERE notification_id = $1`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Notification{}, fmt.Errorf("notification %q: %w", id, ErrNotFound)
 	}
@@ -250,7 +250,7 @@ func (s *sqlStore) List(ctx context.Context, userID string, after *Cursor, limit
 	}
 	args = append(args, limit)
 	fmt.Fprintf(&q, ` ORDER BY finish_us DESC, notification_id DESC LIMIT $%d`, len(args))
-	rows, err := s.db.QueryContext(ctx, q.String(), args...)
+	rows, err := s.db.Reader().QueryContext(ctx, q.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)
 	}

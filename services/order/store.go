@@ -269,7 +269,7 @@ func (s *sqlStore) ListOrders(ctx context.Context, userID string, after *Cursor,
 // query runs a joined read of orders and their lines, ordered by order
 // then line, and groups the rows into orders.
 func (s *sqlStore) query(ctx context.Context, q string, args ...any) ([]*Order, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.db.Reader().QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +309,7 @@ func (s *sqlStore) query(ctx context.Context, q string, args ...any) ([]*Order, 
 
 func (s *sqlStore) Events(ctx context.Context, orderID string, afterSeq int64, limit int) ([]Event, error) {
 	limit = min(max(limit, 1), MaxEventsLimit)
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.db.Reader().QueryContext(ctx, `
 		SELECT seq, status, cancel_reason, authorization_id, shipment_id, at_us
 		FROM order_events WHERE order_id = $1 AND seq > $2
 		ORDER BY seq LIMIT $3`, orderID, afterSeq, limit)
@@ -506,7 +506,7 @@ func (s *sqlStore) ReleaseLease(ctx context.Context, orderID, owner string, next
 
 func (s *sqlStore) Claimable(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	limit = min(max(limit, 1), MaxListLimit)
-	rows, err := s.db.QueryContext(ctx, `
+	rows, err := s.db.Reader().QueryContext(ctx, `
 		SELECT order_id FROM orders
 		WHERE saga_phase IN ('forward', 'compensate') AND lease_until_us < $1 AND next_run_us <= $1
 		ORDER BY update_us, order_id LIMIT $2`, sqldb.Micros(now), limit)

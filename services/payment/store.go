@@ -229,7 +229,7 @@ func (s *sqlStore) Account(ctx context.Context, id string) (Account, error) {
 
 // AccountByOwner implements Store.
 func (s *sqlStore) AccountByOwner(ctx context.Context, ownerID, currency string) (Account, error) {
-	a, err := scanAccount(s.db.QueryRowContext(ctx,
+	a, err := scanAccount(s.db.Reader().QueryRowContext(ctx,
 		`SELECT `+accountColumns+` FROM accounts WHERE owner_id = $1 AND currency_code = $2`, ownerID, currency))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Account{}, &NotFoundError{Resource: ResourceAccount, OwnerID: ownerID, Currency: currency}
@@ -540,7 +540,7 @@ func (s *sqlStore) Refund(ctx context.Context, idem Idempotency, p RefundParams)
 // (account_id, sequence) key: a range scan of the unique index, whatever
 // the page's position in the ledger.
 func (s *sqlStore) LedgerEntries(ctx context.Context, accountID string, after int64, limit int) ([]Entry, error) {
-	rows, err := s.db.QueryContext(ctx,
+	rows, err := s.db.Reader().QueryContext(ctx,
 		`SELECT id, transaction_id, account_id, sequence, amount, currency_code, kind, authorization_id, created_us
 		 FROM ledger_entries WHERE account_id = $1 AND sequence > $2
 		 ORDER BY sequence LIMIT $3`,

@@ -368,7 +368,7 @@ func release(ctx context.Context, db execQuerier, orderID string, due time.Time)
 }
 
 func (s *sqlStore) Due(ctx context.Context, now time.Time, limit int) ([]DueShipment, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT shipment_id, status FROM shipments
+	rows, err := s.db.Reader().QueryContext(ctx, `SELECT shipment_id, status FROM shipments
 		WHERE due_us IS NOT NULL AND due_us <= $1 ORDER BY due_us LIMIT $2`, sqldb.Micros(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("due shipments: %w", err)
