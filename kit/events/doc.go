@@ -41,9 +41,13 @@
 //	// on shutdown, after Run returned:
 //	err := r.Drain(shutdownCtx)
 //
-// Wake reaches the relays of the same process; on PostgreSQL, Add also
-// sends a notification at commit that wakes the relays of every process;
-// a poll (one second by default) catches anything else.
+// Wake reaches the relays of the same process. On PostgreSQL, a relay
+// woken so that does not hold the lease passes the wake on with a
+// notification (NOTIFY), which the relays of every process listen for; a
+// poll (one second by default) catches anything else. Producing
+// transactions never notify themselves: a NOTIFY in a transaction takes
+// a lock, global to the PostgreSQL cluster, from its commit to its end,
+// which would serialize every producer's commits.
 //
 // # Guarantees
 //

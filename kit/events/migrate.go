@@ -24,8 +24,8 @@ const (
 	RelayLeaseTable = "events_relay_lease"
 )
 
-// notifyChannel is the PostgreSQL channel Outbox.Add notifies and the
-// relay listens on.
+// notifyChannel is the PostgreSQL channel relays listen on and pass
+// Outbox.Wake on to.
 const notifyChannel = "events_outbox"
 
 // migrateLock is the PostgreSQL advisory lock Migrate holds so replicas

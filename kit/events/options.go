@@ -62,8 +62,8 @@ const (
 // WithPollInterval sets how often the relay looks for events when nothing
 // wakes it (default DefaultPollInterval). Outbox.Wake and PostgreSQL
 // notifications make it publish at once; the poll is the fallback for
-// events written by other processes on SQLite and for missed
-// notifications.
+// events written by other processes on SQLite or by processes running no
+// relay, and for missed notifications.
 func WithPollInterval(d time.Duration) RelayOption {
 	return relayOption(func(r *Relay) {
 		if d > 0 {

@@ -76,13 +76,6 @@ func (o *Outbox) AddEnvelope(ctx context.Context, tx *sql.Tx, env *eventsv1.Enve
 		m.ID, m.Type, m.Key, m.Data, created); err != nil {
 		return fmt.Errorf("events: outbox add %s: %w", m.Type, err)
 	}
-	if o.dialect == Postgres {
-		// Delivered to every listener when tx commits, and dropped if it
-		// rolls back; several in one transaction are folded into one.
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify('`+notifyChannel+`', '')`); err != nil {
-			return fmt.Errorf("events: outbox notify: %w", err)
-		}
-	}
 	o.added.Add(1)
 	return nil
 }
@@ -92,8 +85,10 @@ func (o *Outbox) AddEnvelope(ctx context.Context, tx *sql.Tx, env *eventsv1.Enve
 func (o *Outbox) Added() uint64 { return o.added.Load() }
 
 // Wake tells the relays of this process that events were committed. It
-// never blocks: a relay already woken is not woken twice. Relays in other
-// processes are woken through PostgreSQL notifications, or by their poll.
+// never blocks: a relay already woken is not woken twice. On PostgreSQL,
+// a relay so woken that does not hold the lease passes the wake on to the
+// one that does, in another process, with a notification; without a
+// relay in this process, the lease holder finds the events at its poll.
 func (o *Outbox) Wake() {
 	for _, ch := range *o.relays.Load() {
 		select {

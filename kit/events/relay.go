@@ -68,9 +68,10 @@ type Relay struct {
 
 // NewRelay returns a relay for the outbox table in db, whose engine is d,
 // publishing through tr. o, if not nil, is the Outbox of this process:
-// its Wake makes the relay publish at once. On PostgreSQL the relay also
-// listens for the notifications Outbox.Add sends at commit, holding one
-// connection of db for it while it runs. The caller keeps ownership of db
+// its Wake makes the relay publish at once, or, on PostgreSQL, notify the
+// relays of other processes when another holds the lease. On PostgreSQL
+// the relay also listens for those notifications, holding one connection
+// of db for it while it runs. The caller keeps ownership of db
 // and tr.
 func NewRelay(db *sql.DB, d Dialect, o *Outbox, tr Transport, opts ...RelayOption) *Relay {
 	r := &Relay{
@@ -129,9 +130,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	defer r.running.Store(false)
 
-	wake := make(chan struct{}, 1)
+	// local is woken by this process's Outbox.Wake, notified by the
+	// relays of other processes.
+	local, notified := make(chan struct{}, 1), make(chan struct{}, 1)
 	if r.outbox != nil {
-		defer r.outbox.register(wake)()
+		defer r.outbox.register(local)()
 	}
 	var wg sync.WaitGroup
 	listenCtx, stopListen := context.WithCancel(ctx)
@@ -140,17 +143,22 @@ func (r *Relay) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	if r.dialect == Postgres {
-		wg.Go(func() { r.listen(listenCtx, wake) })
+		wg.Go(func() { r.listen(listenCtx, notified) })
 	}
 	defer r.release()
 
 	var fails backoff
 	var lastLog time.Time
+	woken := false // by local, since the last pass
 	for {
-		_, sent, err := r.pass(ctx)
+		held, sent, err := r.pass(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if woken && !held {
+			r.passOn(ctx)
+		}
+		woken = false
 		if err != nil && sent > 0 {
 			// Progress before the failure: the broker is up, so retry
 			// soon rather than after a long backoff.
@@ -180,10 +188,30 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
-		case <-wake:
+		case <-local:
+			t.Stop()
+			woken = true
+		case <-notified:
 			t.Stop()
 		case <-t.C:
 		}
+	}
+}
+
+// passOn wakes, on PostgreSQL, the relay of another process that holds
+// the lease, after this process committed events this relay could not
+// publish. Only wakes from this process are passed on, so relays never
+// wake each other back and forth; a failure is left to the lease holder's
+// poll.
+func (r *Relay) passOn(ctx context.Context) {
+	if r.dialect != Postgres {
+		return
+	}
+	nctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	if _, err := r.db.ExecContext(nctx, `SELECT pg_notify('`+notifyChannel+`', '')`); err != nil && ctx.Err() == nil {
+		r.log.LogAttrs(ctx, slog.LevelWarn, "events: relay: notify the lease holder",
+			slog.String("instance", r.instance), slog.Any("error", err))
 	}
 }
 

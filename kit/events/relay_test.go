@@ -286,56 +286,72 @@ func TestWakePublishesWithoutWaitingForThePoll(t *testing.T) {
 	})
 }
 
+// A relay woken in the producer's process while another process's relay
+// holds the lease passes the wake on with a notification, which reaches
+// the lease holder, also after its listen connection died.
 func TestPostgresNotifyWakesRelayInAnotherProcess(t *testing.T) {
 	pg := sqltest.New(t, sqldb.Postgres, nil, "")
 	db, d := pg.DB, events.Postgres
 	if err := events.Migrate(t.Context(), db, d); err != nil {
 		t.Fatal(err)
 	}
-	{
-		// The producer's Outbox is another instance than the relay's, as
-		// in another process: only the notification can wake the relay.
-		producer := events.NewOutbox("inventory", d)
-		tr := newFakeTransport()
-		produceNoWake(t, db, producer, "a", 1)
-		r := events.NewRelay(db, d, events.NewOutbox("inventory", d), tr, idleOptions...)
-		run(t, "Relay.Run", r.Run)
-		waitUntil(t, "the first event", func() bool { return tr.publishedCount() == 1 })
+	// Two processes: each has its Outbox and its relay, and the other's
+	// Wake cannot reach it.
+	tr := newFakeTransport()
+	leader := events.NewRelay(db, d, events.NewOutbox("inventory", d), tr, idleOptions...)
+	run(t, "leader Run", leader.Run)
+	waitUntil(t, "the leader to hold the lease", func() bool { return leader.Stats().Leader })
+	producer := events.NewOutbox("inventory", d)
+	follower := events.NewRelay(db, d, producer, tr, idleOptions...)
+	run(t, "follower Run", follower.Run)
 
-		listener := func() (pid int) {
-			waitUntil(t, "the relay to listen", func() bool {
-				err := db.QueryRowContext(t.Context(),
-					`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN events_outbox'`).Scan(&pid)
-				if err != nil && !errors.Is(err, sql.ErrNoRows) {
-					t.Fatal(err)
-				}
-				return err == nil
-			})
-			return pid
+	listeners := func() map[int]bool {
+		pids := map[int]bool{}
+		rows, err := db.QueryContext(t.Context(),
+			`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN events_outbox'`)
+		if err != nil {
+			t.Fatal(err)
 		}
-		pid := listener()
-		produceNoWake(t, db, producer, "a", 2)
-		waitUntil(t, "event 2 after NOTIFY", func() bool { return tr.publishedCount() == 2 })
+		defer func() { _ = rows.Close() }()
+		for rows.Next() {
+			var pid int
+			if err := rows.Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			pids[pid] = true
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	var old map[int]bool
+	waitUntil(t, "both relays to listen", func() bool { old = listeners(); return len(old) == 2 })
+	produce(t, db, producer, "a", 1)
+	waitUntil(t, "event 1 after the follower's notification", func() bool { return tr.publishedCount() == 1 })
 
-		// The listen connection dies; the relay reconnects and listens
-		// again.
+	// The listen connections die; the relays reconnect and listen again.
+	for pid := range old {
 		if _, err := db.ExecContext(t.Context(), `SELECT pg_terminate_backend($1)`, pid); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "a new listen connection", func() bool {
-			var n int
-			if err := db.QueryRowContext(t.Context(),
-				`SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN events_outbox' AND pid <> $1`, pid).Scan(&n); err != nil {
-				t.Fatal(err)
+	}
+	waitUntil(t, "new listen connections", func() bool {
+		n := 0
+		for pid := range listeners() {
+			if !old[pid] {
+				n++
 			}
-			return n == 1
-		})
-		waitUntil(t, "the relay idle again", func() bool { return tr.publishedCount() == 2 })
-		produceNoWake(t, db, producer, "a", 3)
-		waitUntil(t, "event 3 after NOTIFY on the new connection", func() bool { return tr.publishedCount() == 3 })
-		if diff := cmp.Diff(sequence([]string{"a"}, 3), versionsBySubject(t, tr.published(), false)); diff != "" {
-			t.Errorf("published versions mismatch (-want +got):\n%s", diff)
 		}
+		return n == 2
+	})
+	produce(t, db, producer, "a", 2)
+	waitUntil(t, "event 2 after a notification on the new connections", func() bool { return tr.publishedCount() == 2 })
+	if follower.Stats().Leader || follower.Stats().Published != 0 {
+		t.Errorf("follower stats = %+v, want it never to have published", follower.Stats())
+	}
+	if diff := cmp.Diff(sequence([]string{"a"}, 2), versionsBySubject(t, tr.published(), false)); diff != "" {
+		t.Errorf("published versions mismatch (-want +got):\n%s", diff)
 	}
 }
 
