@@ -302,6 +302,17 @@ RETURNING create_us`, orderID, string(StatusHeld), us, sqldb.Micros(expires)).Sc
 			return err
 		}
 
+		// The reservation's event before the stock: an item's row is
+		// locked from its UPDATE to the commit, and popular items are what
+		// concurrent orders queue on. A shortage rolls it back.
+		res = Reservation{
+			OrderID: orderID, Lines: slices.Clone(lines), Status: StatusHeld,
+			Created: sqldb.Time(created), Expires: sqldb.Time(sqldb.Micros(expires)),
+		}
+		if err := s.emit(ctx, tx, orderID, reservedEvent(res)); err != nil {
+			return err
+		}
+
 		// Take the stock, item by item in id order so that concurrent
 		// reservations lock rows in the same order. Each take is one
 		// conditional UPDATE: it happens only if enough is available.
@@ -356,13 +367,6 @@ RETURNING `+levelColumns, ln.ItemID, ln.Quantity, us))
 				orderID, i, ln.ItemID, ln.Quantity); err != nil {
 				return err
 			}
-		}
-		res = Reservation{
-			OrderID: orderID, Lines: slices.Clone(lines), Status: StatusHeld,
-			Created: sqldb.Time(created), Expires: sqldb.Time(sqldb.Micros(expires)),
-		}
-		if err := s.emit(ctx, tx, orderID, reservedEvent(res)); err != nil {
-			return err
 		}
 		return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_RESERVED, orderID)
 	})
@@ -545,10 +549,12 @@ func (s *sqlStore) Commit(ctx context.Context, orderID string, now time.Time) (R
 		}
 		switch {
 		case left:
-			if err := giveBack(ctx, tx, quantities(res.Lines), true, now, changed); err != nil {
+			// The event before the stock, whose rows stay locked to the
+			// commit (see Reserve).
+			if err := s.emit(ctx, tx, orderID, &eventsv1.ReservationCommitted{OrderId: orderID}); err != nil {
 				return err
 			}
-			if err := s.emit(ctx, tx, orderID, &eventsv1.ReservationCommitted{OrderId: orderID}); err != nil {
+			if err := giveBack(ctx, tx, quantities(res.Lines), true, now, changed); err != nil {
 				return err
 			}
 			return s.emitLevels(ctx, tx, changed, eventsv1.StockChangeReason_STOCK_CHANGE_REASON_COMMITTED, orderID)

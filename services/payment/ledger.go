@@ -57,8 +57,8 @@ type movement struct {
 	txn     txn
 	legs    []leg
 	refused func() error
-	// event, about subject, is written to the outbox after the legs are
-	// posted, in the same transaction; nil for none.
+	// event, about subject, is written to the outbox in the same
+	// transaction, just before the legs are posted; nil for none.
 	subject string
 	event   proto.Message
 }

@@ -173,17 +173,21 @@ func idempotentIn[T any](ctx context.Context, tx *sql.Tx, s *sqlStore, method st
 			string(b), method, idem.Key); err != nil {
 			return fmt.Errorf("record response: %w", err)
 		}
+		// The event goes in before the ledger is posted: posting updates
+		// the system accounts every payment shares, so it comes last and
+		// their row locks are held for as little as possible. A refused
+		// posting rolls the event back with everything else.
+		if m != nil && m.event != nil && s.outbox != nil {
+			if _, err := s.outbox.Add(ctx, tx, m.subject, m.event); err != nil {
+				return err
+			}
+		}
 		if m != nil && len(m.legs) > 0 {
 			err := post(ctx, tx, now, m.txn, m.legs)
 			if refused := (*legRefusedError)(nil); errors.As(err, &refused) && m.refused != nil {
 				return m.refused()
 			}
 			if err != nil {
-				return err
-			}
-		}
-		if m != nil && m.event != nil && s.outbox != nil {
-			if _, err := s.outbox.Add(ctx, tx, m.subject, m.event); err != nil {
 				return err
 			}
 		}
