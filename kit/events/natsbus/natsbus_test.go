@@ -121,6 +121,21 @@ func namespace(t *testing.T, url string) natsbus.Options {
 	return opts
 }
 
+// connectJS connects to the server at url for the test's length.
+func connectJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(2*time.Second), nats.NoReconnect())
+	if err != nil {
+		t.Fatalf("connect %s = %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream.New = %v", err)
+	}
+	return js
+}
+
 // anchored holds the servers that have an anchor stream.
 var anchored sync.Map
 
@@ -134,15 +149,7 @@ func anchor(t *testing.T, url string) {
 	if _, done := anchored.Load(url); done {
 		return
 	}
-	nc, err := nats.Connect(url, nats.Timeout(2*time.Second), nats.NoReconnect())
-	if err != nil {
-		t.Fatalf("connecting to create the anchor stream: %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New = %v", err)
-	}
+	js := connectJS(t, url)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{

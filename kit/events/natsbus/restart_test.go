@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/switchboard-rpc/switchboard/kit/events"
 	"github.com/switchboard-rpc/switchboard/kit/events/eventstest"
 	"github.com/switchboard-rpc/switchboard/kit/events/natsbus"
@@ -114,15 +111,7 @@ func TestBrokerRestartLosesNothing(t *testing.T) {
 
 	// Retried publishes were stored once: the dedup window survived the
 	// restart.
-	nc, err := nats.Connect(second.ClientURL())
-	if err != nil {
-		t.Fatalf("connect = %v", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream.New = %v", err)
-	}
+	js := connectJS(t, second.ClientURL())
 	st, err := js.Stream(t.Context(), "RESTART")
 	if err != nil {
 		t.Fatalf("Stream(RESTART) = %v", err)
