@@ -59,3 +59,29 @@ func TestPrintTable(t *testing.T) {
 		}
 	}
 }
+
+func TestStartProfile(t *testing.T) {
+	stop, err := startProfile("", 1, "get-item")
+	if err != nil {
+		t.Fatalf("startProfile without a prefix = %v", err)
+	}
+	stop()
+
+	prefix := filepath.Join(t.TempDir(), "cpu")
+	stop, err = startProfile(prefix, 2, "place-order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	b, err := os.ReadFile(prefix + "-2-place-order.prof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pprof profile is gzip-compressed protobuf.
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("profile is not gzip: % x", b[:min(len(b), 8)])
+	}
+	if _, err := startProfile(filepath.Join(t.TempDir(), "missing", "cpu"), 3, "mix"); err == nil {
+		t.Error("startProfile into a missing directory succeeded")
+	}
+}
