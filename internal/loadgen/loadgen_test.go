@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -100,14 +101,17 @@ func TestOpenLoopStopsAtRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := target.items.Load(); got != 50 {
-		t.Errorf("open loop made %d calls, want 50", got)
+	// Each of the 50 ticks is a call, or dropped when both workers were
+	// still busy (a loaded machine can stall them).
+	made := target.items.Load()
+	if made+rep.Dropped != 50 || made == 0 {
+		t.Errorf("open loop made %d calls and dropped %d, want 50 in all", made, rep.Dropped)
 	}
-	if rep.Ops[0].Calls != 50 || rep.Ops[0].OK != 50 {
-		t.Errorf("report = %+v, want 50 calls all ok", rep.Ops[0])
+	if rep.Ops[0].Calls != made || rep.Ops[0].OK != made {
+		t.Errorf("report = %+v, want %d calls all ok", rep.Ops[0], made)
 	}
-	if !strings.Contains(progress.String(), "50 calls") {
-		t.Errorf("progress %q does not end with 50 calls", progress.String())
+	if want := fmt.Sprintf(" %d calls ", made); !strings.Contains(progress.String(), want) {
+		t.Errorf("progress %q does not end with %q", progress.String(), want)
 	}
 }
 

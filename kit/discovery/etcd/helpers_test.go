@@ -105,6 +105,10 @@ type replica struct {
 	srv   *server.Server
 	addr  string
 	calls atomic.Int64
+	// killed is set once the replica's server has stopped; afterKill
+	// counts the calls whose handler started after that.
+	killed    atomic.Bool
+	afterKill atomic.Int64
 }
 
 func startReplica(t *testing.T) *replica {
@@ -112,6 +116,9 @@ func startReplica(t *testing.T) *replica {
 	r := &replica{}
 	r.srv, r.addr = greetertest.Start(t, &greetertest.Fake{
 		SayHelloFunc: func(_ context.Context, req *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+			if r.killed.Load() {
+				r.afterKill.Add(1)
+			}
 			r.calls.Add(1)
 			return &greeterv1.SayHelloResponse{Message: "hello " + req.GetName()}, nil
 		},

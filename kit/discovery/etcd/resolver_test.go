@@ -182,6 +182,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	rs[0].srv.GRPC().Stop()
+	rs[0].killed.Store(true)
 	_ = victimCli.Close() // its keep-alive stops: the lease ends within the TTL
 	atKill := counts(rs...)
 	eventually(t, "the killed replica leaving the resolver", func() bool { return len(res.Endpoints("greeter")) == 2 })
@@ -192,8 +193,10 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Errorf("%d calls failed under load, last: %v", n, failure.Load())
 	}
-	if after[0] != atKill[0] {
-		t.Errorf("killed replica answered %d calls after its kill, want 0", after[0]-atKill[0])
+	// A call the replica was handling when it was stopped may finish
+	// after; none may start.
+	if n := rs[0].afterKill.Load(); n != 0 {
+		t.Errorf("killed replica started %d calls after its kill, want 0", n)
 	}
 	for i := 1; i < 3; i++ {
 		if after[i] <= atKill[i] {
