@@ -106,7 +106,7 @@ func (s *Service) PlaceOrder(ctx context.Context, req *orderv1.PlaceOrderRequest
 		return nil, s.table.Map(ctx, &KeyReusedError{OrderID: o.ID})
 	}
 	if created {
-		s.start(o.ID)
+		s.start(o.ID, o.LeaseUntil)
 	}
 	if !settled(o.Status) {
 		if o, err = s.await(ctx, o.ID, func(o *Order) bool { return settled(o.Status) }); err != nil {
@@ -296,7 +296,7 @@ func (s *Service) cancelOrder(ctx context.Context, sc scope, orderID, reason str
 		switch {
 		case err == nil:
 			s.bc.notify(o.ID)
-			s.start(o.ID) // unless this or another replica drives it already
+			s.start(o.ID, time.Time{}) // unless this or another replica drives it already
 			return s.await(ctx, o.ID, cancelled)
 		case !errors.Is(err, ErrStale):
 			return nil, err

@@ -3,6 +3,7 @@ package order
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"time"
 
@@ -117,6 +118,53 @@ type Order struct {
 	NextRun    time.Time
 	CreateTime time.Time
 	UpdateTime time.Time
+}
+
+// apply makes o what a conditional update that applied c at now left in
+// the order's row.
+func (o *Order) apply(c Change, now time.Time) {
+	if c.visible() {
+		o.UpdateTime = now
+	}
+	if c.Phase != "" {
+		o.Phase = c.Phase
+	}
+	if c.SetStep {
+		o.Step = c.Step
+	}
+	if c.Status != 0 {
+		o.Status = c.Status
+		o.StatusSeq++
+	}
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{
+		{&o.CancelReason, c.CancelReason},
+		{&o.AccountID, c.AccountID},
+		{&o.AuthorizationID, c.AuthorizationID},
+		{&o.ShipmentID, c.ShipmentID},
+	} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+	if p := c.Prices; p != nil {
+		o.Currency, o.Total = p.Currency, p.Total
+		lines := slices.Clone(o.Lines)
+		for i := range lines {
+			if i < len(p.Unit) {
+				lines[i].UnitPrice = p.Unit[i]
+			}
+		}
+		o.Lines = lines
+	}
+	switch {
+	case c.ReleaseLease:
+		o.LeaseOwner, o.LeaseUntil = "", time.UnixMicro(0).UTC() // as the store keeps "no lease"
+	case !c.LeaseUntil.IsZero():
+		o.LeaseUntil = c.LeaseUntil
+	}
 }
 
 // Event is one status change of an order and the ids it had then.

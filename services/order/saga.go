@@ -108,21 +108,29 @@ func failureReason(err error) string {
 // outcome, and goes on until the saga is done, the lease is lost, the
 // saga must wait, or the service closes. A saga interrupted by Close has
 // its lease released; one "crashed" by Config.CrashPoint keeps it.
+//
+// Between moves it keeps the state it wrote: a move persists its outcome
+// with an update fenced by the lease, phase and step, so a successful
+// update leaves the row as the saga's copy says. It reads the row again
+// when a move did not go through (the state moved on, or the move failed).
+// A finished saga's last update frees its lease.
 func (s *Service) drive(orderID string) {
+	var o *Order // the saga's state after the last move; nil: read it
 	for {
-		err := s.advance(orderID)
+		var err error
+		o, err = s.advance(orderID, o)
 		switch {
 		case s.ctx.Err() != nil:
 			if !errors.Is(err, errCrashed) {
 				s.releaseLease(orderID, time.Time{})
 			}
 			return
-		case err == nil, errors.Is(err, errMovedOn):
-			continue // read the state again and go on from there
-		case errors.Is(err, errCrashed), errors.Is(err, errLeaseLost):
-			return
-		case errors.Is(err, errSagaDone):
-			s.releaseLease(orderID, time.Time{})
+		case err == nil:
+			continue
+		case errors.Is(err, errMovedOn):
+			o = nil // read the state again and go on from there
+			continue
+		case errors.Is(err, errCrashed), errors.Is(err, errLeaseLost), errors.Is(err, errSagaDone):
 			return
 		case errors.Is(err, errRetryLater):
 			s.releaseLease(orderID, time.Now().Add(s.cfg.RetryLater))
@@ -147,29 +155,32 @@ var (
 	errMovedOn = errors.New("saga state moved on")
 )
 
-// advance makes one move of the saga: one step forward, or one
-// compensation.
-func (s *Service) advance(orderID string) error {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StepTimeout)
-	o, err := s.store.Order(ctx, orderID)
-	cancel()
-	if err != nil {
-		return err
+// advance makes one move of the saga whose state is o (nil: read it from
+// the store): one step forward, or one compensation. It returns the state
+// the move left, which is o updated in place.
+func (s *Service) advance(orderID string, o *Order) (*Order, error) {
+	if o == nil {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StepTimeout)
+		var err error
+		o, err = s.store.Order(ctx, orderID)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if o.Phase == PhaseDone {
+		return o, errSagaDone
 	}
 	if o.LeaseOwner != s.cfg.Owner {
-		return errLeaseLost
+		return o, errLeaseLost
 	}
 	if s.crash(Point{OrderID: o.ID, Phase: o.Phase, Step: o.Step}) {
-		return errCrashed
+		return o, errCrashed
 	}
-	switch o.Phase {
-	case PhaseForward:
-		return s.forward(o)
-	case PhaseCompensate:
-		return s.compensate(o)
-	default:
-		return errSagaDone
+	if o.Phase == PhaseForward {
+		return o, s.forward(o)
 	}
+	return o, s.compensate(o)
 }
 
 func (s *Service) crash(p Point) bool {
@@ -177,18 +188,25 @@ func (s *Service) crash(p Point) bool {
 }
 
 // update persists a change of the saga of o, fenced by this replica's
-// lease and o's phase and step, renews the lease, and wakes o's readers.
+// lease and o's phase and step, renews the lease (or frees it when the
+// saga is done), applies the change to o, and wakes o's readers.
 func (s *Service) update(o *Order, c Change) error {
-	c.LeaseUntil = time.Now().Add(s.cfg.LeaseTTL)
+	now := time.Now()
+	if c.Phase == PhaseDone {
+		c.ReleaseLease = true
+	} else {
+		c.LeaseUntil = now.Add(s.cfg.LeaseTTL)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StepTimeout)
 	defer cancel()
-	err := s.store.Update(ctx, o.ID, Cond{Owner: s.cfg.Owner, Phase: o.Phase, Step: o.Step}, c, time.Now())
+	err := s.store.Update(ctx, o.ID, Cond{Owner: s.cfg.Owner, Phase: o.Phase, Step: o.Step}, c, now)
 	if errors.Is(err, ErrStale) {
 		return errMovedOn
 	}
 	if err != nil {
 		return err
 	}
+	o.apply(c, now)
 	if c.Status != 0 {
 		s.bc.notify(o.ID)
 	}

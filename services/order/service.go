@@ -302,15 +302,17 @@ func (s *Service) resumeSagas() {
 		return
 	}
 	for _, id := range ids {
-		s.start(id)
+		s.start(id, time.Time{})
 	}
 }
 
 // start drives the saga of orderID in a new goroutine unless this replica
 // already does or is closing. The goroutine waits for a free slot, claims
-// the lease (it may already hold it) and runs the saga until it finishes,
-// loses its lease, must wait, or the service closes.
-func (s *Service) start(orderID string) {
+// the lease and runs the saga until it finishes, loses its lease, must
+// wait, or the service closes. leaseUntil is the end of the lease this
+// replica took when it created the order (zero for none): while more than
+// half of it is left, it is not claimed again.
+func (s *Service) start(orderID string, leaseUntil time.Time) {
 	s.mu.Lock()
 	if _, ok := s.running[orderID]; ok {
 		s.mu.Unlock()
@@ -338,11 +340,13 @@ func (s *Service) start(orderID string) {
 			return
 		}
 		defer func() { <-s.sem }()
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StepTimeout)
-		ok, err := s.store.Claim(ctx, orderID, s.cfg.Owner, time.Now(), s.cfg.LeaseTTL)
-		cancel()
-		if err != nil || !ok {
-			return
+		if time.Until(leaseUntil) <= s.cfg.LeaseTTL/2 {
+			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StepTimeout)
+			ok, err := s.store.Claim(ctx, orderID, s.cfg.Owner, time.Now(), s.cfg.LeaseTTL)
+			cancel()
+			if err != nil || !ok {
+				return
+			}
 		}
 		s.drive(orderID)
 	}()

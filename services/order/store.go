@@ -73,6 +73,8 @@ type Change struct {
 	Prices          *Prices
 	// LeaseUntil extends the lease of the Cond's owner.
 	LeaseUntil time.Time
+	// ReleaseLease frees the lease (LeaseUntil is then ignored).
+	ReleaseLease bool
 }
 
 // visible reports whether c changes what the API shows of the order, so
@@ -367,7 +369,10 @@ func updateSQL(orderID string, when Cond, c Change, now time.Time) (string, []an
 	if c.Prices != nil {
 		sets = append(sets, "currency_code = "+arg(c.Prices.Currency), "total_minor = "+arg(c.Prices.Total))
 	}
-	if !c.LeaseUntil.IsZero() {
+	switch {
+	case c.ReleaseLease:
+		sets = append(sets, "lease_owner = ''", "lease_until_us = 0")
+	case !c.LeaseUntil.IsZero():
 		sets = append(sets, "lease_until_us = "+arg(sqldb.Micros(c.LeaseUntil)))
 	}
 	if len(sets) == 0 {

@@ -66,6 +66,7 @@ func TestStoreContract(t *testing.T) {
 		{"CreateOrderConcurrentDuplicates", caseCreateOrderConcurrentDuplicates},
 		{"UpdateConditions", caseUpdateConditions},
 		{"ConcurrentTransitionsOneWins", caseConcurrentTransitionsOneWins},
+		{"ApplyMatchesUpdate", caseApplyMatchesUpdate},
 		{"LeaseClaiming", caseLeaseClaiming},
 		{"LeaseTwoReplicasOneWins", caseLeaseTwoReplicasOneWins},
 		{"Claimable", caseClaimable},
@@ -308,6 +309,57 @@ func caseUpdateConditions(t *testing.T, st Store) {
 		if diff := cmp.Diff(wantEvents, events); diff != "" {
 			t.Errorf("Events(after 1) (-want +got):\n%s", diff)
 		}
+	}
+}
+
+// caseApplyMatchesUpdate checks that Order.apply, which the saga uses
+// instead of reading the order again after its updates, leaves a copy of
+// the order equal to what the store holds after each kind of change.
+func caseApplyMatchesUpdate(t *testing.T, st Store) {
+	ctx := storeCtx(t)
+	if _, _, err := st.CreateOrder(ctx, newStoreOrder("o-1", "alice", "k", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := st.Claim(ctx, "o-1", "a", t0, time.Minute); err != nil || !ok {
+		t.Fatalf("Claim = %v, %v; want true", ok, err)
+	}
+	mine, err := st.Order(ctx, "o-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name   string
+		change Change
+	}{
+		{"lease renewed", Change{LeaseUntil: t0.Add(2 * time.Minute)}},
+		{"priced", Change{Step: StepReserve, SetStep: true, Prices: &Prices{Currency: "EUR", Total: 700, Unit: []int64{200, 300}},
+			LeaseUntil: t0.Add(3 * time.Minute)}},
+		{"reserved", Change{Step: StepAuthorize, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_STOCK_RESERVED}},
+		{"account learnt", Change{AccountID: "acc-1"}},
+		{"authorized", Change{Step: StepShip, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_PAYMENT_AUTHORIZED,
+			AccountID: "acc-1", AuthorizationID: "auth-1"}},
+		{"shipping failed", Change{Phase: PhaseCompensate, Step: StepShip, SetStep: true,
+			Status: orderv1.OrderStatus_ORDER_STATUS_CANCELLING, CancelReason: "shipping unavailable", ShipmentID: "ship-1"}},
+		{"compensated to none", Change{Step: StepNone, SetStep: true}},
+		{"done", Change{Phase: PhaseDone, Step: StepNone, SetStep: true, Status: orderv1.OrderStatus_ORDER_STATUS_CANCELLED,
+			ReleaseLease: true}},
+	}
+	for i, step := range steps {
+		at := t0.Add(time.Duration(i+1) * time.Second)
+		if err := st.Update(ctx, "o-1", Cond{Owner: "a", Phase: mine.Phase, Step: mine.Step}, step.change, at); err != nil {
+			t.Fatalf("%s: Update = %v", step.name, err)
+		}
+		mine.apply(step.change, at)
+		stored, err := st.Order(ctx, "o-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(stored, mine, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("%s: applied copy differs from the store (-store +copy):\n%s", step.name, diff)
+		}
+	}
+	if mine.LeaseOwner != "" {
+		t.Errorf("lease owner after the saga's last update = %q, want none", mine.LeaseOwner)
 	}
 }
 
