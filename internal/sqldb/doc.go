@@ -17,4 +17,11 @@
 // keyed by their SQL text, so the statements a service runs again and again
 // through DB and the *sql.Tx of Tx are parsed once per connection, not on
 // every call. Services need not prepare anything themselves.
+//
+// On SQLite, DB.Tx commits in groups: the transactions that callers start
+// while one is running on the writer connection run next, together, in one
+// SQLite transaction with one COMMIT (up to MaxGroupCommit of them), so a
+// busy service writes the pages they share to the WAL once. A function that
+// fails rolls back only its caller's work: the others of its group run
+// again, each on its own.
 package sqldb

@@ -40,6 +40,8 @@ type DB struct {
 	Dialect Dialect
 	// read is the SQLite read pool; nil on PostgreSQL.
 	read *sql.DB
+	// group is the group commit of Tx on SQLite; nil on PostgreSQL.
+	group *grouper
 }
 
 // SQLiteReaders bounds the read-only connections a SQLite DB opens.
@@ -111,7 +113,9 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	read := sql.OpenDB(newCachingConnector(rconn, stmtCacheSize))
 	read.SetMaxOpenConns(SQLiteReaders)
 	read.SetMaxIdleConns(SQLiteReaders)
-	return &DB{DB: db, Dialect: SQLite, read: read}, nil
+	d := &DB{DB: db, Dialect: SQLite, read: read}
+	d.group = &grouper{db: d}
+	return d, nil
 }
 
 // sqliteDSN is the modernc.org/sqlite DSN of the database file at path: WAL
@@ -158,7 +162,21 @@ const MaxAttempts = 8
 // deadlock (PostgreSQL) or a busy database (SQLite) is run again, up to
 // MaxAttempts times with jittered backoff, so fn must be safe to re-run:
 // it may only touch the database.
+//
+// On SQLite, transactions of concurrent callers may share one SQLite
+// transaction (a group commit, see grouper): fn may then see what the
+// functions run before it in the group wrote, as it would had their
+// transactions committed just before its own.
 func (db *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if db.group != nil {
+		return db.group.run(ctx, fn)
+	}
+	return db.retrying(ctx, fn)
+}
+
+// retrying runs fn in a transaction of its own, again while it fails with
+// a retryable error (see Tx).
+func (db *DB) retrying(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	var err error
 	for attempt := 1; attempt <= MaxAttempts; attempt++ {
 		if err = db.tx(ctx, fn); err == nil || !Retryable(err) {
