@@ -69,6 +69,10 @@ func (db *DB) Close() error {
 // MaxPostgresConns bounds the connections one DB holds to PostgreSQL.
 const MaxPostgresConns = 10
 
+// ConnMaxIdle is how long a PostgreSQL connection may stay unused in the
+// pool before it is closed.
+const ConnMaxIdle = 5 * time.Minute
+
 // Open opens dsn: "postgres://..." or "postgresql://..." for PostgreSQL,
 // anything else is a SQLite file path (created if missing).
 func Open(ctx context.Context, dsn string) (*DB, error) {
@@ -79,9 +83,14 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		}
 		// Ten connections per service: enough for its concurrency (writes
 		// serialize on rows anyway), and a whole system of services stays
-		// well under PostgreSQL's default max_connections of 100.
+		// well under PostgreSQL's default max_connections of 100. All ten
+		// may stay idle: a pool that keeps fewer closes connections after
+		// every burst and opens them again in the next, each a new server
+		// process that prepares every statement again. Connections idle
+		// for ConnMaxIdle are closed.
 		db.SetMaxOpenConns(MaxPostgresConns)
-		db.SetMaxIdleConns(MaxPostgresConns / 2)
+		db.SetMaxIdleConns(MaxPostgresConns)
+		db.SetConnMaxIdleTime(ConnMaxIdle)
 		db.SetConnMaxLifetime(30 * time.Minute)
 		if err := db.PingContext(ctx); err != nil {
 			_ = db.Close()

@@ -153,3 +153,47 @@ func TestReaderReadsBesideTheWriter(t *testing.T) {
 		}
 	})
 }
+
+// A burst that uses every PostgreSQL connection leaves them all open for
+// the next one: no connection is closed and opened again between bursts.
+func TestPostgresPoolKeepsItsConnectionsBetweenBursts(t *testing.T) {
+	db := sqltest.New(t, sqldb.Postgres, migrations, "testdata/migrations")
+	pids := make(map[int64]bool)
+	for burst := 0; burst < 3; burst++ {
+		var (
+			mu      sync.Mutex
+			wg      sync.WaitGroup
+			started sync.WaitGroup
+			release = make(chan struct{})
+		)
+		started.Add(sqldb.MaxPostgresConns)
+		for range sqldb.MaxPostgresConns {
+			wg.Go(func() {
+				err := db.Tx(t.Context(), func(tx *sql.Tx) error {
+					var pid int64
+					if err := tx.QueryRowContext(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+						return err
+					}
+					mu.Lock()
+					pids[pid] = true
+					mu.Unlock()
+					started.Done()
+					<-release
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		started.Wait()
+		close(release)
+		wg.Wait()
+	}
+	if len(pids) != sqldb.MaxPostgresConns {
+		t.Errorf("3 bursts of %d transactions ran on %d server processes, want %d", sqldb.MaxPostgresConns, len(pids), sqldb.MaxPostgresConns)
+	}
+	if s := db.Stats(); s.MaxIdleClosed != 0 || s.Idle != sqldb.MaxPostgresConns {
+		t.Errorf("pool after the bursts: %d idle, %d closed for the idle limit; want %d idle, none closed", s.Idle, s.MaxIdleClosed, sqldb.MaxPostgresConns)
+	}
+}
