@@ -238,21 +238,23 @@ func (r *Registry) establish(ctx context.Context) (<-chan *clientv3.LeaseKeepAli
 	r.lease = g.ID
 	entries := r.snapshot()
 	r.mu.Unlock()
+	// The keep-alive starts before the endpoints are written, so that
+	// put's report of the registry as registered is true when callers of
+	// Register see it.
+	kctx, release := context.WithCancel(ctx)
 	fail := func(err error) (<-chan *clientv3.LeaseKeepAliveResponse, func(), error) {
+		release()
 		r.abandon(ctx, g.ID)
 		return nil, nil, err
+	}
+	ka, err := r.cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		return fail(fmt.Errorf("keeping lease %x alive: %w", int64(g.ID), err))
 	}
 	if err := r.put(octx, g.ID, entries); err != nil {
 		return fail(err)
 	}
-	kctx, release := context.WithCancel(ctx)
-	ka, err := r.cli.KeepAlive(kctx, g.ID)
-	if err != nil {
-		release()
-		return fail(fmt.Errorf("keeping lease %x alive: %w", int64(g.ID), err))
-	}
 	r.registrations.Inc()
-	r.setState(StateRegistered)
 	services := make([]string, 0, len(entries))
 	for _, en := range entries {
 		services = append(services, en.ep.Service+"@"+en.ep.Addr)
@@ -272,9 +274,14 @@ func (r *Registry) hold(ctx context.Context, ka <-chan *clientv3.LeaseKeepAliveR
 			return
 		case _, ok := <-ka:
 			if !ok {
-				r.mu.Lock()
-				r.lease = 0
-				r.mu.Unlock()
+				// The channel also closes when ctx ends: then the lease
+				// is still held, and Deregister deletes the keys and
+				// revokes it.
+				if ctx.Err() == nil {
+					r.mu.Lock()
+					r.lease = 0
+					r.mu.Unlock()
+				}
 				return
 			}
 		case <-r.changed:
@@ -322,8 +329,9 @@ func (r *Registry) snapshot() []*entry {
 	return out
 }
 
-// put writes entries under lease in one transaction and marks them
-// written.
+// put writes entries under lease, which is being kept alive, in one
+// transaction; then the registry is registered, and the entries are
+// marked written, which lets their Register calls return.
 func (r *Registry) put(ctx context.Context, lease clientv3.LeaseID, entries []*entry) error {
 	ops := make([]clientv3.Op, 0, len(entries))
 	for _, en := range entries {
@@ -332,6 +340,7 @@ func (r *Registry) put(ctx context.Context, lease clientv3.LeaseID, entries []*e
 	if _, err := r.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("writing endpoints: %w", err)
 	}
+	r.setState(StateRegistered)
 	r.mu.Lock()
 	for _, en := range entries {
 		if r.entries[en.key] == en {
