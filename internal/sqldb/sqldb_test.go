@@ -169,6 +169,10 @@ func TestPostgresPoolKeepsItsConnectionsBetweenBursts(t *testing.T) {
 		started.Add(sqldb.MaxPostgresConns)
 		for range sqldb.MaxPostgresConns {
 			wg.Go(func() {
+				// A transaction that fails before it holds its connection
+				// still counts as started, so that the burst ends.
+				var once sync.Once
+				defer once.Do(started.Done)
 				err := db.Tx(t.Context(), func(tx *sql.Tx) error {
 					var pid int64
 					if err := tx.QueryRowContext(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
@@ -177,7 +181,7 @@ func TestPostgresPoolKeepsItsConnectionsBetweenBursts(t *testing.T) {
 					mu.Lock()
 					pids[pid] = true
 					mu.Unlock()
-					started.Done()
+					once.Do(started.Done)
 					<-release
 					return nil
 				})
